@@ -1,0 +1,20 @@
+"""What the linen and nnx layers share: dtype rules and the call into the op."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from jaxint8.ops import llm_int8_matmul
+from jaxint8.weights import Int8Weight
+
+
+def apply_int8(inputs, qweight, scale, bias, *, dtype, param_dtype, threshold):
+    """``Dense``-compatible dtype handling around :func:`llm_int8_matmul`.
+
+    Like ``flax.linen.Dense``: with ``dtype`` None the computation dtype is the promotion of the
+    input dtype and the (float) parameter dtype; the input is cast to it and so is the output.
+    """
+    inputs = jnp.asarray(inputs)
+    compute = jnp.dtype(dtype) if dtype is not None else jnp.result_type(inputs.dtype, param_dtype)
+    return llm_int8_matmul(inputs.astype(compute), Int8Weight(qweight, scale), bias,
+                           threshold=threshold, out_dtype=compute)

@@ -1,0 +1,106 @@
+"""Converting float linen parameter trees to :class:`jaxint8.flax.Int8Dense` parameters."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxint8.weights import quantize_weight
+
+__all__ = ["quantize_dense_params", "trainable_mask"]
+
+
+def _is_dense(tree) -> bool:
+    if not isinstance(tree, Mapping) or "kernel" not in tree or "scale" in tree:
+        return False
+    k = tree["kernel"]
+    return getattr(k, "ndim", 0) == 2 and jnp.issubdtype(k.dtype, jnp.floating)
+
+
+def _quantize_dense(tree):
+    q = quantize_weight(tree["kernel"])
+    out = {"kernel": q.qweight, "scale": q.scale}
+    out.update({k: v for k, v in tree.items() if k != "kernel"})
+    return out
+
+
+def _target_is_int8(target) -> bool:
+    return (isinstance(target, Mapping) and "scale" in target and "kernel" in target
+            and jnp.dtype(target["kernel"].dtype) == jnp.int8)
+
+
+def quantize_dense_params(params: Mapping[str, Any], *, target: Optional[Mapping] = None,
+                          exclude: Iterable[str] = ()) -> dict:
+    """Converts the ``nn.Dense`` entries of a float linen ``params`` tree to ``Int8Dense`` ones.
+
+    A Dense entry is a dict ``{'kernel': float [in, out], 'bias'?: [out]}``; it becomes
+    ``{'kernel': int8 [out, in], 'scale': f32 [out], 'bias'?}``. Everything else is kept as is.
+
+    Args:
+      params: the float parameter tree (the ``'params'`` collection).
+      target: optional abstract parameter tree of the int8 model (for example
+        ``jax.eval_shape(int8_model.init, key, x)['params']``). When given, exactly the entries
+        that are int8 there are converted, and a missing or mismatched entry raises a
+        ``ValueError`` naming its path.
+      exclude: without ``target``: module names (path components) whose Dense layers stay float,
+        e.g. ``("lm_head",)``.
+
+    Example::
+
+        >>> import jax, jax.numpy as jnp, flax.linen as nn
+        >>> from jaxint8.flax import quantize_dense_params
+        >>> p = nn.Dense(8).init(jax.random.key(0), jnp.ones((1, 4)))["params"]
+        >>> q = quantize_dense_params(p)
+        >>> q["kernel"].shape, q["kernel"].dtype
+        ((8, 4), dtype('int8'))
+    """
+    exclude = frozenset(exclude)
+
+    def walk(tree, tgt, path):
+        where = "/".join(path) or "<root>"
+        if tgt is not None:
+            if _target_is_int8(tgt):
+                if not _is_dense(tree):
+                    raise ValueError(f"quantize_dense_params: {where}: the int8 model expects a "
+                                     f"Dense entry with a 2-D float 'kernel' here")
+                out = _quantize_dense(tree)
+                want = tuple(tgt["kernel"].shape)
+                if tuple(out["kernel"].shape) != want:
+                    raise ValueError(f"quantize_dense_params: {where}/kernel: float kernel "
+                                     f"{list(tree['kernel'].shape)} gives int8 "
+                                     f"{list(out['kernel'].shape)}, the int8 model expects "
+                                     f"{list(want)}")
+                return out
+            if isinstance(tgt, Mapping):
+                if not isinstance(tree, Mapping):
+                    raise ValueError(f"quantize_dense_params: {where}: expected a sub-tree")
+                missing = set(tgt) - set(tree)
+                if missing:
+                    raise ValueError(f"quantize_dense_params: {where}: missing entries "
+                                     f"{sorted(missing)}")
+                return {k: walk(v, tgt.get(k), path + (k,)) for k, v in tree.items()}
+            return tree
+        if _is_dense(tree):
+            return _quantize_dense(tree)
+        if isinstance(tree, Mapping):
+            return {k: (v if k in exclude else walk(v, None, path + (k,)))
+                    for k, v in tree.items()}
+        return tree
+
+    return walk(params, target, ())
+
+
+def trainable_mask(params) -> Any:
+    """Pytree of bools: True for float leaves (trainable), False for the int8 kernels and their
+    scales. Use with ``optax.masked`` so optimizers skip the frozen int8 weights."""
+
+    def walk(tree):
+        if isinstance(tree, Mapping):
+            frozen = _target_is_int8(tree)
+            return {k: (False if frozen and k in ("kernel", "scale") else walk(v))
+                    for k, v in tree.items()}
+        return jax.tree_util.tree_map(lambda a: bool(jnp.issubdtype(a.dtype, jnp.floating)), tree)
+
+    return walk(params)

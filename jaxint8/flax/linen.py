@@ -1,0 +1,75 @@
+"""``Int8Dense``: a ``flax.linen`` layer call-compatible with ``flax.linen.Dense``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxint8.flax._common import apply_int8
+from jaxint8.ops import DEFAULT_THRESHOLD
+from jaxint8.weights import quantize_weight
+
+__all__ = ["Int8Dense"]
+
+
+class Int8Dense(nn.Module):
+    """A linear layer with an LLM.int8() weight; drop-in for ``nn.Dense(features)``.
+
+    Parameters (collection ``params``):
+      kernel: int8 ``[features, in_features]`` (K-major: transposed relative to ``nn.Dense``).
+      scale:  float32 ``[features]``, per-output-column absmax of the float weight.
+      bias:   ``param_dtype`` ``[features]`` (if ``use_bias``).
+
+    ``init`` draws a float kernel with ``kernel_init`` and quantizes it, so a fresh layer behaves
+    like a quantized ``nn.Dense``. To convert trained float params use
+    :func:`jaxint8.flax.quantize_dense_params`. The int8 kernel has no gradient: train adapters on
+    top, and mask the optimizer with :func:`jaxint8.flax.trainable_mask`.
+
+    Attributes:
+      features: number of output features.
+      use_bias: whether to add a bias.
+      dtype: computation/output dtype (None: promote the input dtype with ``param_dtype``).
+      param_dtype: dtype of the float parameters (bias) and of the kernel before quantization.
+      threshold: outlier threshold (default 6.0); 0 or None disables the decomposition.
+
+    Example::
+
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxint8.flax import Int8Dense
+        >>> layer = Int8Dense(features=32)
+        >>> x = jnp.ones((4, 16), jnp.bfloat16)
+        >>> params = layer.init(jax.random.key(0), x)
+        >>> layer.apply(params, x).shape
+        (4, 32)
+    """
+
+    features: int
+    use_bias: bool = True
+    dtype: Optional[Any] = None
+    param_dtype: Any = jnp.float32
+    threshold: Optional[float] = DEFAULT_THRESHOLD
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, inputs):
+        in_features = jnp.shape(inputs)[-1]
+        if self.is_initializing() and not self.has_variable("params", "kernel"):
+            w = self.kernel_init(self.make_rng("params"), (in_features, self.features),
+                                 self.param_dtype)
+            q = quantize_weight(w)
+            init_kernel, init_scale = (lambda *_: q.qweight), (lambda *_: q.scale)
+        else:
+            # Only shape-checked by flax against the existing params (never materialised); a
+            # missing param raises flax's ScopeParamNotFoundError naming it.
+            init_kernel = lambda *_: jnp.zeros((self.features, in_features), jnp.int8)  # noqa: E731
+            init_scale = lambda *_: jnp.zeros((self.features,), jnp.float32)  # noqa: E731
+        kernel = self.param("kernel", init_kernel)
+        scale = self.param("scale", init_scale)
+        bias = None
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        return apply_int8(inputs, kernel, scale, bias, dtype=self.dtype,
+                          param_dtype=self.param_dtype, threshold=self.threshold)

@@ -1,0 +1,151 @@
+"""Public ops: :func:`llm_int8_matmul` and :func:`quantize_activations`."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxint8 import partitioning, primitives
+from jaxint8.weights import Int8Weight
+
+__all__ = ["llm_int8_matmul", "quantize_activations", "DEFAULT_THRESHOLD"]
+
+DEFAULT_THRESHOLD = 6.0
+
+
+def _check_threshold(threshold, op):
+    if threshold is None:
+        return 0.0
+    if isinstance(threshold, jax.Array) or not isinstance(threshold, (int, float)):
+        raise TypeError(f"{op}: threshold must be a Python number or None (it is static), "
+                        f"got {type(threshold).__name__}")
+    if math.isnan(threshold) or threshold < 0:
+        raise ValueError(f"{op}: threshold must be >= 0 (0 or None disables the outlier "
+                         f"decomposition), got {threshold}")
+    return float(threshold)
+
+
+def _check_x(x, op):
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        raise TypeError(f"{op}: x must be an array, got {type(x).__name__}")
+    if jnp.dtype(x.dtype) not in primitives.FLOAT_DTYPES:
+        raise TypeError(f"{op}: x must be float32, bfloat16 or float16, got {x.dtype}; cast it "
+                        f"first, e.g. x.astype(jnp.bfloat16)")
+    if x.ndim < 1:
+        raise ValueError(f"{op}: x must have at least 1 dimension [..., in_features], got a scalar")
+
+
+def quantize_activations(x, threshold=DEFAULT_THRESHOLD):
+    """Dynamic LLM.int8() quantization of ``x [..., s, h]`` (DESIGN §1 steps 1-2).
+
+    Returns ``(xq, row_scale, outlier_idx, outlier_count)``: int8 ``x`` with the outlier columns
+    zeroed, float32 row scales over the non-outlier columns, the outlier column indices
+    (ascending, padded with -1) and their count. The count is data: any value from 0 to ``h``.
+
+    Example::
+
+        >>> import jax, jax.numpy as jnp, jaxint8
+        >>> x = jax.random.normal(jax.random.key(0), (4, 16)).at[:, 3].set(20.0)
+        >>> xq, scale, idx, count = jaxint8.quantize_activations(x, threshold=6.0)
+        >>> int(count), [int(i) for i in idx[:1]]
+        (1, [3])
+    """
+    op = "quantize_activations"
+    _check_x(x, op)
+    threshold = _check_threshold(threshold, op)
+    if x.ndim < 2:
+        raise ValueError(f"{op}: x must have rank >= 2 [..., tokens, features], got {x.shape}")
+    return primitives.quantize_activations(x, threshold)
+
+
+def llm_int8_matmul(x, weight: Int8Weight, bias=None, *, threshold=DEFAULT_THRESHOLD,
+                    out_dtype=None):
+    """LLM.int8() matmul: ``x @ W (+ bias)`` with ``W`` stored as vector-wise int8.
+
+    All leading dimensions of ``x [..., in_features]`` are flattened into one token axis: the
+    outlier columns (``max |x[:, c]| >= threshold``) are found over all of them, as bitsandbytes
+    does. Those columns go through a float32 matmul against the dequantized weight; the rest
+    through an int8 GEMM with int32 accumulation, dequantized with the row and column scales.
+
+    Works under ``jax.jit``, ``jax.vmap`` (each mapped element gets its own outlier set) and
+    ``jax.grad`` with respect to ``x`` and ``bias`` (``dx = dy @ W_deq^T``); the int8 weight is
+    frozen and gets no gradient (zero cotangents), as adapter/LoRA fine-tuning needs.
+
+    Non-finite inputs propagate as in a float matmul: a NaN or Inf in ``x[i, c]`` makes row ``i``
+    of the output non-finite (NaN/Inf) and leaves the other rows untouched (with the
+    decomposition on, the column becomes an outlier; with it off, the row scale carries it).
+
+    Args:
+      x: float32, bfloat16 or float16 ``[..., in_features]``.
+      weight: an :class:`Int8Weight` from :func:`jaxint8.quantize_weight`.
+      bias: optional float ``[out_features]``.
+      threshold: outlier threshold (default 6.0, the paper's); 0 or None = no decomposition.
+      out_dtype: output dtype (default ``x.dtype``).
+
+    Returns:
+      ``[..., out_features]`` of ``out_dtype``.
+
+    Example::
+
+        >>> import jax, jax.numpy as jnp, jaxint8
+        >>> w = 0.02 * jax.random.normal(jax.random.key(0), (64, 32))
+        >>> x = jax.random.normal(jax.random.key(1), (8, 64), jnp.bfloat16)
+        >>> y = jax.jit(jaxint8.llm_int8_matmul)(x, jaxint8.quantize_weight(w))
+        >>> y.shape, y.dtype
+        ((8, 32), dtype(bfloat16))
+    """
+    op = "llm_int8_matmul"
+    _check_x(x, op)
+    threshold = _check_threshold(threshold, op)
+    if not isinstance(weight, Int8Weight):
+        raise TypeError(f"{op}: weight must be a jaxint8.Int8Weight (from jaxint8.quantize_weight), "
+                        f"got {type(weight).__name__}")
+    if x.shape[-1] != weight.in_features:
+        raise ValueError(f"{op}: x.shape[-1] = {x.shape[-1]} does not match the weight's "
+                         f"in_features = {weight.in_features} (weight.qweight is "
+                         f"[out_features, in_features] = {list(weight.qweight.shape)})")
+    if bias is not None:
+        bias = jnp.asarray(bias)
+        if bias.shape != (weight.out_features,) or not jnp.issubdtype(bias.dtype, jnp.floating):
+            raise ValueError(f"{op}: bias must be a float array of shape ({weight.out_features},), "
+                             f"got {bias.dtype}{list(bias.shape)}")
+    out_dtype = jnp.dtype(x.dtype if out_dtype is None else out_dtype)
+    if out_dtype not in primitives.FLOAT_DTYPES:
+        raise TypeError(f"{op}: out_dtype must be float32, bfloat16 or float16, got {out_dtype}")
+
+    lead = x.shape[:-1]
+    x2 = x.reshape((math.prod(lead), x.shape[-1]))
+    y = _matmul(x2, weight.qweight, weight.scale, bias, threshold, out_dtype,
+                partitioning.explicit_sharding(x2))
+    return y.reshape(lead + (weight.out_features,))
+
+
+# x_sharding: x's type sharding on an explicit-sharding mesh (else None), static so that the
+# backward can give dx the primal's sharding type.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _matmul(x, qweight, scale, bias, threshold, out_dtype, x_sharding):
+    return partitioning.forward(x, qweight, scale, bias, threshold=threshold, out_dtype=out_dtype)
+
+
+def _matmul_fwd(x, qweight, scale, bias, threshold, out_dtype, x_sharding):
+    y = _matmul(x, qweight, scale, bias, threshold, out_dtype, x_sharding)
+    # Residuals must be arrays: a zero-size array carries x's dtype, bias carries its own.
+    return y, (qweight, scale, jnp.zeros((0,), x.dtype), bias)
+
+
+def _matmul_bwd(threshold, out_dtype, x_sharding, res, dy):
+    qweight, scale, x_like, bias = res
+    x_dtype, bias_dtype = x_like.dtype, None if bias is None else bias.dtype
+    # dX = dY @ W_deq^T with W_deq [o, h] = qweight * scale / 127; float32 accumulation.
+    dx = partitioning.input_grad(dy, qweight, scale, x_dtype, x_sharding)
+    dbias = None if bias_dtype is None else jnp.sum(dy.astype(jnp.float32), 0).astype(bias_dtype)
+    # The int8 weight is frozen: zero cotangents (float0 for the int8 array).
+    zero_q = np.zeros(qweight.shape, jax.dtypes.float0)
+    return dx, zero_q, jnp.zeros_like(scale), dbias
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)

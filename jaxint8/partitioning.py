@@ -1,0 +1,346 @@
+"""The LLM.int8() matmul forward and its partitioning rules (data, column and row parallel).
+
+:func:`forward` is what :func:`jaxint8.llm_int8_matmul` runs (inside its custom VJP) on a 2-D
+activation ``x [s, h]`` against ``qweight int8 [o, h]``, ``scale f32 [o]`` and an optional
+``bias [o]``. On one device it is the fused primitive (one custom call running
+``column_absmax`` -> ``quantize_rows`` -> ``int8_matmul``); a shard whose layout needs collectives
+between those steps runs the three primitives with the collectives in between. Under ``jax.jit``
+with sharded operands (``NamedSharding`` on a ``Mesh``) it is partitioned by
+:func:`jax.experimental.custom_partitioning` (a Shardy ``sharding_rule`` for propagation, an
+``infer_sharding_from_operands`` rule for the GSPMD partitioner) so that the N-device result
+equals the 1-device one:
+
+========================  ===========================  =========================================
+layout                    operand shardings            communication per call (payload)
+========================  ===========================  =========================================
+data parallel             x ``[S, -]``                 all-reduce max of ``col_amax`` ``[h]`` f32
+column parallel           qweight ``[O, -]``,          none
+                          scale/bias ``[O]``
+row parallel              x ``[-, H]``, qweight        all-reduce max of ``row_scale`` ``[s]`` f32
+                          ``[-, H]``                   + all-reduce sum of ``y`` ``[s, o]`` f32
+2-D (data x model)        any combination of the above each collective over its own mesh axes
+========================  ===========================  =========================================
+
+The weight's sharding decides: ``o`` and ``h`` are split over the mesh axes of ``qweight``'s
+sharding, ``x`` is resharded to match (its ``h`` axis follows the weight, its token axis keeps
+whatever other mesh axes it has). The int8 weight is therefore never all-gathered or moved. A
+dimension that does not divide evenly over its mesh axes is treated as replicated. See
+``docs/sharding.md`` for the derivation and the cost table.
+
+Row parallel detail: the outlier columns are per column, so each shard finds its own from its
+columns (reduced over the token axes when those are sharded too); the row scales must be the
+global ones, so the per-shard row absmax (over non-outlier columns) is all-reduced (max) and the
+shard re-quantizes its columns with it (``jnp``, fused by XLA). Each shard then runs the fused
+kernel over its columns (int8 part and outlier part) into float32 partial sums, which are
+all-reduced; the bias is added once, after the sum, and the result cast to ``out_dtype``.
+
+``vmap`` of :func:`forward` over ``x`` (each mapped element an independent problem with its own
+outlier set) gives the same custom-partitioned op with one more leading dim (``custom_vmap``); a
+``vmap`` over weights falls back to the primitives' batching rule (a loop, not partitioned).
+On an explicit-sharding mesh the call runs under ``jax.sharding.auto_axes`` with the result
+typed as the layout above.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import warnings
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.custom_batching import custom_vmap
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxint8 import primitives, reference
+
+__all__ = ["forward", "local_forward", "plan_axes", "Plan", "explicit_sharding", "input_grad"]
+
+
+# ----------------------------------------------------------------------------- single device
+
+def local_forward(x, qweight, scale, bias, *, threshold, out_dtype):
+    """The single-device forward, no collectives: the fused primitive (one custom call)."""
+    return primitives.llm_int8_matmul(x, qweight, scale, bias, threshold=threshold,
+                                      out_dtype=out_dtype)
+
+
+# ----------------------------------------------------------------------------- planning
+
+def _axes(spec, dim):
+    """Mesh axes (a tuple) that dimension ``dim`` of a PartitionSpec is split over."""
+    if spec is None or dim >= len(spec):
+        return ()
+    entry = spec[dim]
+    if entry is None:
+        return ()
+    if isinstance(entry, str):
+        return (entry,)
+    return tuple(entry)
+
+
+def _entry(axes):
+    return None if not axes else (axes[0] if len(axes) == 1 else tuple(axes))
+
+
+def _nontrivial(mesh, axes):
+    """Drops size-1 mesh axes (no collective over them)."""
+    return tuple(a for a in axes if mesh.shape[a] > 1)
+
+
+def _size(mesh, axes):
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+def _spec_of(sharding, ndim):
+    if isinstance(sharding, NamedSharding):
+        return sharding.spec
+    if sharding is None or getattr(sharding, "is_fully_replicated", False):
+        return P()
+    return None  # not expressible over the mesh's names
+
+
+@functools.cache
+def _warn_unnamed():
+    warnings.warn(
+        "jaxint8: llm_int8_matmul got operand shardings that are not over named mesh axes; it "
+        "runs replicated (the weight may be all-gathered). Pass NamedSharding operands to jit.",
+        RuntimeWarning, stacklevel=2)
+
+
+class Plan(NamedTuple):
+    """Mesh axes each problem dimension is split over (tuples of axis names)."""
+
+    lead: tuple  # one tuple per leading (vmapped) dim of x
+    s: tuple
+    h: tuple
+    o: tuple
+
+
+def plan_axes(mesh, x_shape, x_sharding, w_shape, w_sharding) -> Plan:
+    """Where each dimension goes: the weight decides ``o`` and ``h``; ``x``'s other dims keep
+    their mesh axes that the weight does not use. Dimensions that do not divide are replicated.
+    """
+    lead_shape, (s, h), (o, _) = tuple(x_shape[:-2]), tuple(x_shape[-2:]), tuple(w_shape)
+    nd = len(x_shape)
+    x_spec, w_spec = _spec_of(x_sharding, nd), _spec_of(w_sharding, 2)
+    if x_spec is None or w_spec is None:
+        _warn_unnamed()
+        x_spec = P() if x_spec is None else x_spec
+        w_spec = P() if w_spec is None else w_spec
+    o_axes = _nontrivial(mesh, _axes(w_spec, 0))
+    h_axes = _nontrivial(mesh, _axes(w_spec, 1))
+    if o_axes and o % _size(mesh, o_axes):
+        o_axes = ()
+    if h_axes and h % _size(mesh, h_axes):
+        h_axes = ()
+    used = set(o_axes) | set(h_axes)
+
+    def keep(dim, size):
+        axes = tuple(a for a in _nontrivial(mesh, _axes(x_spec, dim)) if a not in used)
+        while axes and size % _size(mesh, axes):
+            axes = axes[:-1]
+        used.update(axes)
+        return axes
+
+    lead = tuple(keep(d, n) for d, n in enumerate(lead_shape))
+    s_axes = keep(nd - 2, s)
+    return Plan(lead, s_axes, h_axes, o_axes)
+
+
+def _shardings(mesh, plan, has_bias):
+    lead = tuple(_entry(a) for a in plan.lead)
+    args = [NamedSharding(mesh, P(*lead, _entry(plan.s), _entry(plan.h))),
+            NamedSharding(mesh, P(_entry(plan.o), _entry(plan.h))),
+            NamedSharding(mesh, P(_entry(plan.o)))]
+    if has_bias:
+        args.append(NamedSharding(mesh, P(_entry(plan.o))))
+    out = NamedSharding(mesh, P(*lead, _entry(plan.s), _entry(plan.o)))
+    return tuple(args), out
+
+
+def _plan_from_shapes(mesh, arg_shapes):
+    x, w = arg_shapes[0], arg_shapes[1]
+    return plan_axes(mesh, x.shape, x.sharding, w.shape, w.sharding)
+
+
+# ----------------------------------------------------------------------------- per-shard bodies
+
+def _requantize(x, col_amax, threshold, row_scale):
+    """``quantize_rows``'s ``xq`` with given (global) row scales; same rounding rules."""
+    mask = reference.outlier_mask(col_amax, threshold)[..., None, :]
+    kept = jnp.where(mask, 0.0, x.astype(jnp.float32))
+    xq = reference._quantize(kept, reference._multiplier(row_scale)[..., None])
+    return jnp.where(mask, jnp.int8(0), xq)
+
+
+def _shard_body(plan, threshold, out_dtype, has_bias):
+    s_axes, h_axes = plan.s, plan.h
+
+    def body(x, qweight, scale, *rest):
+        bias = rest[0] if has_bias else None
+        if not h_axes and not (threshold and s_axes):  # nothing to reduce across shards
+            return local_forward(x, qweight, scale, bias, threshold=threshold,
+                                 out_dtype=out_dtype)
+        if threshold:
+            col_amax = primitives.column_absmax(x)
+            if s_axes:  # outlier set = union over the token shards
+                col_amax = lax.pmax(col_amax, s_axes)
+        else:
+            col_amax = jnp.zeros(x.shape[:-2] + x.shape[-1:], jnp.float32)
+        xq, row_scale, idx, count = primitives.quantize_rows(x, col_amax, threshold)
+        if not h_axes:  # data parallel: the outlier set was reduced over the token shards
+            return primitives.int8_matmul(xq, row_scale, x, idx, count, qweight, scale, bias,
+                                          out_dtype=out_dtype)
+        # Row parallel: global row scales, then partial products summed over the h shards.
+        row_scale = lax.pmax(row_scale, h_axes)
+        xq = _requantize(x, col_amax, threshold, row_scale)
+        y = primitives.int8_matmul(xq, row_scale, x, idx, count, qweight, scale, None,
+                                   out_dtype=jnp.float32)
+        y = lax.psum(y, h_axes)
+        if has_bias:
+            y = y + bias.astype(jnp.float32)
+        return y.astype(out_dtype)
+
+    return body
+
+
+# ----------------------------------------------------------------------------- custom partitioning
+
+@functools.cache
+def _def_partition_params():
+    try:
+        params = inspect.signature(custom_partitioning.def_partition).parameters
+    except (TypeError, ValueError):
+        return None
+    return frozenset(n for n, p in params.items()
+                     if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+
+
+_LEAD_FACTORS = "abcdefgijklmnpqrtuvwxyz"  # factor names for leading dims (not s, h, o)
+
+
+@functools.cache
+def _partitioned(threshold, out_dtype, has_bias, nlead=0):
+    """The custom-partitioned, custom-vmapped forward for ``x`` of rank ``2 + nlead``."""
+    out_dtype = jnp.dtype(out_dtype)
+
+    def fn(x, qweight, scale, *rest):
+        bias = rest[0] if has_bias else None
+        return local_forward(x, qweight, scale, bias, threshold=threshold, out_dtype=out_dtype)
+
+    def partition(mesh, arg_shapes, result_shape):
+        del result_shape
+        plan = _plan_from_shapes(mesh, arg_shapes)
+        arg_shardings, out_sharding = _shardings(mesh, plan, has_bias)
+        return mesh, _shard_body(plan, threshold, out_dtype, has_bias), out_sharding, arg_shardings
+
+    def infer_sharding_from_operands(mesh, arg_shapes, result_shape):
+        del result_shape
+        return _shardings(mesh, _plan_from_shapes(mesh, arg_shapes), has_bias)[1]
+
+    def propagate_user_sharding(mesh, user_shape):
+        return user_shape.sharding
+
+    lead = " ".join(_LEAD_FACTORS[:nlead])
+    xs, ys = (lead + " s h").strip(), (lead + " s o").strip()
+    rule = f"{xs}, o h, o, o -> {ys}" if has_bias else f"{xs}, o h, o -> {ys}"
+    cp = custom_partitioning(fn)
+    kwargs = dict(partition=partition, infer_sharding_from_operands=infer_sharding_from_operands,
+                  propagate_user_sharding=propagate_user_sharding, sharding_rule=rule,
+                  reduction_factors=("h",))
+    accepted = _def_partition_params()
+    if accepted is not None:  # newer JAX may drop the GSPMD-only callbacks
+        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    cp.def_partition(**kwargs)
+
+    vm = custom_vmap(lambda *args: cp(*args))
+
+    @vm.def_vmap
+    def _vmap_rule(axis_size, in_batched, *args):
+        del axis_size
+        if not any(in_batched[1:]) and nlead < len(_LEAD_FACTORS):
+            # Only x is mapped: one more leading dim, still custom-partitioned.
+            return _partitioned(threshold, out_dtype.name, has_bias, nlead + 1)(*args), True
+        # A batch of weights: the primitives' batching rule (a loop over the weights).
+        in_axes = tuple(0 if b else None for b in in_batched)
+        return jax.vmap(fn, in_axes=in_axes)(*args), True
+
+    return vm
+
+
+def forward(x, qweight, scale, bias, *, threshold, out_dtype):
+    """``x [s, h]`` -> ``[s, o]``: quantize (column absmax, rows) then the fused int8 GEMM.
+
+    Custom-partitioned: under ``jit`` with sharded operands each device runs the same kernels on
+    its shard with the collectives listed in the module doc; on one device, no collectives.
+    """
+    threshold = float(threshold or 0.0)
+    fn = _partitioned(threshold, jnp.dtype(out_dtype).name, bias is not None)
+    args = (x, qweight, scale) if bias is None else (x, qweight, scale, bias)
+    explicit = _explicit_mesh(x, qweight)
+    if explicit is None:
+        return fn(*args)
+    # Explicit-sharding mesh (sharding in types, e.g. jax.make_mesh's default): run the
+    # custom-partitioned call with the axes switched to Auto, and give the result the type
+    # sharding that the partitioning rule produces (no data movement: it is where y already is).
+    mesh, x_sharding, w_sharding = explicit
+    plan = plan_axes(mesh, x.shape, x_sharding, qweight.shape, w_sharding)
+    out_spec = P(_entry(plan.s), _entry(plan.o))
+    return jax.sharding.auto_axes(fn, out_sharding=NamedSharding(mesh, out_spec))(*args)
+
+
+def _explicit_mesh(x, qweight):
+    """``(abstract_mesh, x_sharding, w_sharding)`` when the operand types carry Explicit axes."""
+    try:
+        xs, ws = jax.typeof(x).sharding, jax.typeof(qweight).sharding
+    except Exception:  # noqa: BLE001 - older/other tracers without a typed sharding
+        return None
+    for sh in (xs, ws):
+        mesh = getattr(sh, "mesh", None)
+        if mesh is None or getattr(mesh, "empty", True):
+            continue
+        explicit = getattr(jax.sharding.AxisType, "Explicit", None)
+        if explicit is not None and any(t == explicit for t in mesh.axis_types):
+            return mesh, xs, ws
+    return None
+
+
+# ----------------------------------------------------------------------------- backward helpers
+
+def explicit_sharding(x):
+    """``x``'s type sharding when it lives on an explicit-sharding mesh, else ``None``.
+
+    Hashable: pass it as a static (nondiff) argument to a ``custom_vjp`` so the backward can give
+    ``dx`` the primal's type (:func:`input_grad`).
+    """
+    try:
+        sh = jax.typeof(x).sharding
+    except Exception:  # noqa: BLE001
+        return None
+    mesh = getattr(sh, "mesh", None)
+    if mesh is None or getattr(mesh, "empty", True):
+        return None
+    explicit = getattr(jax.sharding.AxisType, "Explicit", None)
+    if explicit is None or not any(t == explicit for t in mesh.axis_types):
+        return None
+    return sh
+
+
+def input_grad(dy, qweight, scale, x_dtype, x_sharding=None):
+    """``dx = dy @ W_deq^T`` (float32 accumulation, cast to ``x_dtype``).
+
+    With ``x_sharding`` (from :func:`explicit_sharding`) the product runs with the mesh axes in
+    Auto mode and ``dx`` gets exactly that type sharding; XLA partitions it either way.
+    """
+    def dx_fn(dy, qweight, scale):
+        w_deq = qweight.astype(dy.dtype) * (scale / 127.0).astype(dy.dtype)[:, None]
+        return jnp.dot(dy, w_deq, preferred_element_type=jnp.float32).astype(x_dtype)
+
+    if x_sharding is None:
+        return dx_fn(dy, qweight, scale)
+    return jax.sharding.auto_axes(dx_fn, out_sharding=x_sharding)(dy, qweight, scale)

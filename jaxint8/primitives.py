@@ -1,0 +1,313 @@
+"""JAX primitives over the jaxint8 XLA FFI targets.
+
+Three primitives, one per FFI target (``xla_ffi/handlers.h``):
+
+* :data:`column_absmax_p`   ``x [..., s, h] -> col_amax f32 [..., h]``
+* :data:`quantize_rows_p`   ``x, col_amax -> xq s8, row_scale f32 [..., s], outlier_idx s32 [..., h],
+  outlier_count s32 [...]``  (param ``threshold``)
+* :data:`int8_matmul_p`     ``xq, row_scale, x, outlier_idx, outlier_count, qweight [o, h],
+  scale [o], bias [o] | [0] -> y [..., s, o]``  (param ``out_dtype``)
+* :data:`llm_int8_matmul_p` ``x, qweight, scale, bias -> y``: the three above in one custom call
+  (params ``threshold``, ``out_dtype``); one FFI call costs more host time on a GPU than a decode
+  step's quantization kernels, so the single-device path uses this one.
+
+Each has an abstract-eval rule (shape and dtype checks whose errors name the argument), an FFI
+lowering for CPU and CUDA, and a batching rule: leading dimensions are independent problems for the
+kernels (each with its own outlier set), so ``vmap`` maps onto them directly. Without CUDA handlers
+in the build, CUDA lowers to :mod:`jaxint8.reference` and warns once (never silently).
+
+Most users want :func:`jaxint8.llm_int8_matmul` instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend.core import Primitive
+from jax.interpreters import batching, mlir
+
+from jaxint8 import _ffi, reference
+
+__all__ = [
+    "column_absmax",
+    "quantize_rows",
+    "quantize_activations",
+    "int8_matmul",
+    "column_absmax_p",
+    "quantize_rows_p",
+    "int8_matmul_p",
+    "llm_int8_matmul",
+    "llm_int8_matmul_p",
+    "FLOAT_DTYPES",
+]
+
+FLOAT_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+_F32, _S8, _S32 = jnp.dtype(jnp.float32), jnp.dtype(jnp.int8), jnp.dtype(jnp.int32)
+
+
+# ----------------------------------------------------------------------------- checks
+
+def _fmt(dtypes):
+    return ", ".join(str(d) for d in dtypes)
+
+
+def check_float_activation(x, name="x", op="llm_int8_matmul"):
+    """Raises TypeError/ValueError unless ``x`` is a float32/bfloat16/float16 array of rank >= 2."""
+    if jnp.dtype(x.dtype) not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: {name} must have dtype {_fmt(FLOAT_DTYPES)}, got {x.dtype}")
+    if len(x.shape) < 2:
+        raise ValueError(f"{op}: {name} must have rank >= 2 ([..., tokens, features]), "
+                         f"got shape {tuple(x.shape)}")
+
+
+def _check(aval, name, dtype, shape, op):
+    if jnp.dtype(aval.dtype) != dtype:
+        raise TypeError(f"{op}: {name} must have dtype {dtype}, got {aval.dtype}")
+    if tuple(aval.shape) != tuple(shape):
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(aval.shape)}")
+
+
+# ----------------------------------------------------------------------------- abstract eval
+
+def _column_absmax_abstract(x):
+    check_float_activation(x, "x", "column_absmax")
+    return jax.core.ShapedArray(x.shape[:-2] + x.shape[-1:], _F32)
+
+
+def _quantize_rows_abstract(x, col_amax, *, threshold):
+    op = "quantize_rows"
+    check_float_activation(x, "x", op)
+    _check(col_amax, "col_amax", _F32, x.shape[:-2] + x.shape[-1:], op)
+    lead, s, h = x.shape[:-2], x.shape[-2], x.shape[-1]
+    return (jax.core.ShapedArray(x.shape, _S8), jax.core.ShapedArray(lead + (s,), _F32),
+            jax.core.ShapedArray(lead + (h,), _S32), jax.core.ShapedArray(lead, _S32))
+
+
+def _int8_matmul_abstract(xq, row_scale, x, idx, count, qweight, scale, bias, *, out_dtype):
+    op = "int8_matmul"
+    if jnp.dtype(xq.dtype) != _S8 or len(xq.shape) < 2:
+        raise TypeError(f"{op}: xq must be an int8 array of rank >= 2, got {xq.dtype}{list(xq.shape)}")
+    lead, s, h = xq.shape[:-2], xq.shape[-2], xq.shape[-1]
+    _check(row_scale, "row_scale", _F32, lead + (s,), op)
+    check_float_activation(x, "x", op)
+    if tuple(x.shape) != tuple(xq.shape):
+        raise ValueError(f"{op}: x must have the shape of xq {tuple(xq.shape)}, got {tuple(x.shape)}")
+    _check(idx, "outlier_idx", _S32, lead + (h,), op)
+    _check(count, "outlier_count", _S32, lead, op)
+    return _matmul_result(xq.shape, qweight, scale, bias, out_dtype, op)
+
+
+def _matmul_result(x_shape, qweight, scale, bias, out_dtype, op):
+    """Checks the weight operands against ``x [..., s, h]``; the ``[..., s, o]`` result aval."""
+    h = x_shape[-1]
+    if jnp.dtype(qweight.dtype) != _S8 or len(qweight.shape) != 2 or qweight.shape[1] != h:
+        raise ValueError(f"{op}: qweight must be int8 [out_features, {h}], "
+                         f"got {qweight.dtype}{list(qweight.shape)}")
+    o = qweight.shape[0]
+    _check(scale, "scale", _F32, (o,), op)
+    if jnp.dtype(bias.dtype) != _F32 or tuple(bias.shape) not in ((o,), (0,)):
+        raise ValueError(f"{op}: bias must be float32 [{o}] or [0] (no bias), "
+                         f"got {bias.dtype}{list(bias.shape)}")
+    if jnp.dtype(out_dtype) not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: out_dtype must be one of {_fmt(FLOAT_DTYPES)}, got {out_dtype}")
+    return jax.core.ShapedArray(tuple(x_shape[:-1]) + (o,), jnp.dtype(out_dtype))
+
+
+def _llm_int8_matmul_abstract(x, qweight, scale, bias, *, threshold, out_dtype):
+    del threshold
+    check_float_activation(x, "x", "llm_int8_matmul")
+    return _matmul_result(x.shape, qweight, scale, bias, out_dtype, "llm_int8_matmul")
+
+
+def _fused_intermediates(x):
+    """Avals of the fused call's hidden results: col_amax, then quantize_rows' four."""
+    return (_column_absmax_abstract(x),) + _quantize_rows_abstract(
+        x, _column_absmax_abstract(x), threshold=0.0)
+
+
+# ----------------------------------------------------------------------------- reference impls
+# Used for eager evaluation fallbacks and for CUDA when the build has no CUDA handlers.
+
+def _column_absmax_ref(x):
+    return reference.column_absmax(x)
+
+
+def _quantize_rows_ref(x, col_amax, *, threshold):
+    return reference.quantize_rows(x, col_amax, threshold)
+
+
+def _int8_matmul_ref(xq, row_scale, x, idx, count, qweight, scale, bias, *, out_dtype):
+    return reference.int8_matmul(xq, row_scale, x, idx, count, qweight, scale,
+                                 bias if bias.shape[0] else None, out_dtype)
+
+
+def _llm_int8_matmul_ref(x, qweight, scale, bias, *, threshold, out_dtype):
+    xq, row_scale, idx, count = reference.quantize_rows(x, reference.column_absmax(x), threshold)
+    return _int8_matmul_ref(xq, row_scale, x, idx, count, qweight, scale, bias,
+                            out_dtype=out_dtype)
+
+
+# ----------------------------------------------------------------------------- lowering
+
+def _ffi_rule(target, attrs, hidden_results=None):
+    """FFI lowering that passes only the named params (as the types the handler binds).
+
+    ``hidden_results(*avals_in)``: avals of extra handler results (scratch that XLA allocates)
+    that follow the primitive's own results and are dropped.
+    """
+    lower = jax.ffi.ffi_lowering(target)
+
+    def rule(ctx, *args, **params):
+        attr_values = {k: conv(params[k]) for k, conv in attrs.items()}
+        if hidden_results is None:
+            return lower(ctx, *args, **attr_values)
+        n = len(ctx.avals_out)
+        ctx = ctx.replace(avals_out=[*ctx.avals_out, *hidden_results(*ctx.avals_in)])
+        return lower(ctx, *args, **attr_values)[:n]
+
+    return rule
+
+
+@functools.cache
+def _warn_reference_fallback():
+    warnings.warn(
+        "jaxint8 was built without CUDA kernels: LLM.int8 ops on the GPU run the slow pure-jnp "
+        "reference. Rebuild with nvcc on PATH (pip install . with JAXINT8_CUDA=ON) for the kernels.",
+        RuntimeWarning, stacklevel=3)
+
+
+def _reference_rule(fn, multiple_results):
+    lowered = mlir.lower_fun(fn, multiple_results=multiple_results)
+
+    def rule(ctx, *args, **params):
+        _warn_reference_fallback()
+        return lowered(ctx, *args, **params)
+
+    return rule
+
+
+def _impl(prim, *args, **params):
+    # Eager call: compile the single primitive (cached by jit on shapes and params).
+    return _jitted(prim, tuple(sorted(params.items())))(*args)
+
+
+@functools.cache
+def _jitted(prim, params):
+    return jax.jit(functools.partial(prim.bind, **dict(params)))
+
+
+def _define(name, abstract, ref_fn, attrs, multiple_results=False, hidden_results=None):
+    prim = Primitive(name)
+    prim.multiple_results = multiple_results
+    prim.def_abstract_eval(abstract)
+    prim.def_impl(functools.partial(_impl, prim))
+    ffi_rule = _ffi_rule(name, attrs, hidden_results)
+    mlir.register_lowering(prim, ffi_rule, platform="cpu")
+    if name in _ffi.CUDA_TARGETS:
+        mlir.register_lowering(prim, ffi_rule, platform="cuda")
+    else:
+        mlir.register_lowering(prim, _reference_rule(ref_fn, multiple_results), platform="cuda")
+    return prim
+
+
+column_absmax_p = _define("jaxint8_column_absmax", _column_absmax_abstract, _column_absmax_ref, {})
+quantize_rows_p = _define("jaxint8_quantize_rows", _quantize_rows_abstract, _quantize_rows_ref,
+                          {"threshold": np.float32}, multiple_results=True)
+int8_matmul_p = _define("jaxint8_int8_matmul", _int8_matmul_abstract, _int8_matmul_ref, {})
+llm_int8_matmul_p = _define("jaxint8_llm_int8_matmul", _llm_int8_matmul_abstract,
+                            _llm_int8_matmul_ref, {"threshold": np.float32},
+                            hidden_results=lambda x, *_: _fused_intermediates(x))
+
+
+# ----------------------------------------------------------------------------- batching
+
+def _to_front(args, dims):
+    """Moves every batched operand's batch dim to axis 0; broadcasts the unbatched ones."""
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    out = []
+    for a, d in zip(args, dims):
+        if d is None:
+            out.append(jnp.broadcast_to(a, (size,) + a.shape))
+        else:
+            out.append(jnp.moveaxis(a, d, 0))
+    return out
+
+
+def _column_absmax_batch(args, dims):
+    x, = _to_front(args, dims)
+    return column_absmax_p.bind(x), 0
+
+
+def _quantize_rows_batch(args, dims, *, threshold):
+    x, col_amax = _to_front(args, dims)
+    return quantize_rows_p.bind(x, col_amax, threshold=threshold), (0, 0, 0, 0)
+
+
+def _matmul_batcher(prim, n_act):
+    """Batching rule of a matmul primitive whose first ``n_act`` operands are activations."""
+
+    def rule(args, dims, **params):
+        act, weight = args[:n_act], args[n_act:]
+        act_dims, weight_dims = dims[:n_act], dims[n_act:]
+        if all(d is None for d in weight_dims):
+            # Leading dims of the activation operands are independent problems in the kernel.
+            act = _to_front(act, act_dims) if any(d is not None for d in act_dims) else act
+            return prim.bind(*act, *weight, **params), 0
+        # A batch of different weights: one kernel call per weight (sequential loop).
+        everything = _to_front(args, dims)
+        return jax.lax.map(lambda ops: prim.bind(*ops, **params), everything), 0
+
+    return rule
+
+
+batching.primitive_batchers[column_absmax_p] = _column_absmax_batch
+batching.primitive_batchers[quantize_rows_p] = _quantize_rows_batch
+batching.primitive_batchers[int8_matmul_p] = _matmul_batcher(int8_matmul_p, 5)
+batching.primitive_batchers[llm_int8_matmul_p] = _matmul_batcher(llm_int8_matmul_p, 1)
+
+
+# ----------------------------------------------------------------------------- wrappers
+
+def column_absmax(x):
+    """``max_i |x[..., i, c]|``: float32 ``[..., h]`` (NaN-propagating)."""
+    return column_absmax_p.bind(x)
+
+
+def quantize_rows(x, col_amax, threshold):
+    """Row-wise int8 quantization with outlier split given the column absmax (see module doc)."""
+    return tuple(quantize_rows_p.bind(x, col_amax, threshold=float(threshold or 0.0)))
+
+
+def quantize_activations(x, threshold):
+    """Both quantization passes: ``(xq, row_scale, outlier_idx, outlier_count)``.
+
+    ``threshold`` 0/None skips the column pass (no decomposition).
+    """
+    if threshold:
+        col_amax = column_absmax(x)
+    else:
+        col_amax = jnp.zeros(x.shape[:-2] + x.shape[-1:], jnp.float32)
+    return quantize_rows(x, col_amax, threshold)
+
+
+def int8_matmul(xq, row_scale, x, outlier_idx, outlier_count, qweight, scale, bias=None, *,
+                out_dtype=None):
+    """The fused int8 GEMM + dequant + outlier product + bias + cast (see module doc)."""
+    if bias is None:
+        bias = jnp.zeros((0,), jnp.float32)
+    out_dtype = jnp.dtype(x.dtype if out_dtype is None else out_dtype)
+    return int8_matmul_p.bind(xq, row_scale, x, outlier_idx, outlier_count, qweight, scale,
+                              jnp.asarray(bias, jnp.float32), out_dtype=out_dtype)
+
+
+def llm_int8_matmul(x, qweight, scale, bias=None, *, threshold, out_dtype=None):
+    """:func:`quantize_activations` then :func:`int8_matmul` in one custom call (same results)."""
+    if bias is None:
+        bias = jnp.zeros((0,), jnp.float32)
+    out_dtype = jnp.dtype(x.dtype if out_dtype is None else out_dtype)
+    return llm_int8_matmul_p.bind(x, qweight, scale, jnp.asarray(bias, jnp.float32),
+                                  threshold=float(threshold or 0.0), out_dtype=out_dtype)

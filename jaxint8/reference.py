@@ -1,0 +1,203 @@
+"""Pure-``jax.numpy`` reference of every jaxint8 op: the oracle the kernels are tested against.
+
+Everything here follows the LLM.int8() definition (Dettmers et al. 2022, DESIGN §1) literally,
+with masks instead of index lists, and is jit/vmap/grad-compatible. It is slow (every step is a
+separate pass over memory) and is not what :func:`jaxint8.llm_int8_matmul` runs; use it to check
+results or to run the paper's ablations.
+
+The numeric rules shared with the C++/CUDA handlers (``xla_ffi/common.h``):
+
+* ``absmax`` propagates NaN; a column whose absmax is NaN counts as an outlier.
+* quantization is ``round_half_even(x * (127 / scale))`` clamped to ±127; a zero scale gives
+  multiplier 0 (no NaN); a non-finite product quantizes to 0.
+* dequantization is ``acc * (row_scale * col_scale * (1 / 16129))``.
+
+Example::
+
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxint8 import reference as ref
+    >>> x = jax.random.normal(jax.random.key(0), (4, 64))
+    >>> w = 0.02 * jax.random.normal(jax.random.key(1), (64, 32))
+    >>> wq, ws = ref.quantize_weight(w)
+    >>> y = ref.llm_int8_matmul(x, wq, ws, threshold=6.0)
+    >>> y.shape
+    (4, 32)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = [
+    "quantize_weight",
+    "quantize_weight_out_in",
+    "dequantize_weight",
+    "column_absmax",
+    "outlier_mask",
+    "quantize_rows",
+    "int8_matmul",
+    "llm_int8_matmul",
+    "absmax_tensorwise_matmul",
+    "absmax_vectorwise_matmul",
+    "zeropoint_vectorwise_matmul",
+    "QUANT_RANGE",
+]
+
+QUANT_RANGE = 127.0
+_INV_RANGE_SQ = 1.0 / 16129.0
+
+
+def _absmax(x, axis):
+    # jnp.max propagates NaN, as the kernels' nan_absmax does.
+    return jnp.max(jnp.abs(x.astype(jnp.float32)), axis=axis, initial=0.0)
+
+
+def _multiplier(scale):
+    return jnp.where(scale == 0, 0.0, QUANT_RANGE / jnp.where(scale == 0, 1.0, scale))
+
+
+def _quantize(x, multiplier):
+    v = x.astype(jnp.float32) * multiplier
+    q = jnp.clip(jnp.round(v), -QUANT_RANGE, QUANT_RANGE)
+    return jnp.where(jnp.isfinite(v), q, 0.0).astype(jnp.int8)
+
+
+def quantize_weight(w):
+    """Vector-wise int8 quantization of a float weight ``w [in, out]``.
+
+    Returns ``(wq, scale)``: ``wq`` int8 ``[out, in]`` (K-major, the layout the int8 tensor cores
+    want) and ``scale`` float32 ``[out]`` with ``scale[j] = max_i |w[i, j]|``. A zero column gets
+    scale 0 and zeros.
+    """
+    return quantize_weight_out_in(jnp.asarray(w).T)
+
+
+def quantize_weight_out_in(w):
+    """:func:`quantize_weight` for a weight already in ``[out, in]`` (torch Linear) layout."""
+    w = jnp.asarray(w)
+    scale = _absmax(w, axis=1)
+    return _quantize(w, _multiplier(scale)[:, None]), scale
+
+
+def dequantize_weight(wq, scale, dtype=jnp.float32):
+    """``W_deq [out, in] = wq * scale / 127`` (the layout of ``wq``)."""
+    return (wq.astype(jnp.float32) * (scale / QUANT_RANGE)[:, None]).astype(dtype)
+
+
+def column_absmax(x):
+    """``max_i |x[..., i, c]|`` over the token axis: ``x [..., s, h] -> [..., h]`` float32."""
+    return _absmax(x, axis=-2)
+
+
+def outlier_mask(col_amax, threshold):
+    """Boolean ``[..., h]``: columns whose absmax reaches ``threshold`` (NaN counts)."""
+    if not threshold or threshold <= 0:
+        return jnp.zeros(col_amax.shape, jnp.bool_)
+    return ~(col_amax < threshold)
+
+
+def quantize_rows(x, col_amax, threshold):
+    """Row-wise int8 quantization of ``x [..., s, h]`` with the outlier columns split off.
+
+    Returns ``(xq, row_scale, outlier_idx, outlier_count)`` exactly as the FFI target
+    ``jaxint8_quantize_rows``: ``xq`` int8 with outlier columns zeroed, ``row_scale`` float32
+    ``[..., s]`` over the non-outlier columns, ``outlier_idx`` int32 ``[..., h]`` (ascending, then
+    -1), ``outlier_count`` int32 ``[...]``.
+    """
+    mask = outlier_mask(col_amax, threshold)
+    xf = x.astype(jnp.float32)
+    kept = jnp.where(mask[..., None, :], 0.0, xf)
+    row_scale = _absmax(kept, axis=-1)
+    xq = jnp.where(mask[..., None, :], 0, _quantize(kept, _multiplier(row_scale)[..., None]))
+    h = x.shape[-1]
+    count = jnp.sum(mask, axis=-1, dtype=jnp.int32)
+    # Stable argsort of "not outlier" puts outlier columns first, in ascending order.
+    order = jnp.argsort(~mask, axis=-1, stable=True).astype(jnp.int32)
+    pos = jnp.arange(h, dtype=jnp.int32)
+    idx = jnp.where(pos < count[..., None], order, -1)
+    return xq.astype(jnp.int8), row_scale, idx, count
+
+
+def _mask_from_idx(idx, count, h):
+    valid = jnp.arange(idx.shape[-1]) < count[..., None]
+    onehot = (idx[..., :, None] == jnp.arange(h)) & valid[..., None]
+    return jnp.any(onehot, axis=-2)
+
+
+def int8_matmul(xq, row_scale, x, outlier_idx, outlier_count, wq, w_scale, bias=None,
+                out_dtype=None):
+    """The fused GEMM of the FFI target ``jaxint8_int8_matmul`` (DESIGN §1 steps 3-6).
+
+    ``dequant(xq @ wq^T) + x[:, O] @ W_deq[O, :] (+ bias)``, the outlier part and the sum in
+    float32, cast to ``out_dtype`` (default ``x.dtype``). Leading dims are independent problems.
+    """
+    out_dtype = x.dtype if out_dtype is None else out_dtype
+    acc = lax.dot_general(xq, wq, (((xq.ndim - 1,), (1,)), ((), ())),
+                          preferred_element_type=jnp.int32)
+    y = acc.astype(jnp.float32) * ((row_scale[..., :, None] * w_scale) * _INV_RANGE_SQ)
+    mask = _mask_from_idx(outlier_idx, outlier_count, x.shape[-1])
+    x_out = jnp.where(mask[..., None, :], x.astype(jnp.float32), 0.0)
+    w_deq = dequantize_weight(wq, w_scale)
+    y = y + jnp.einsum("...sh,oh->...so", x_out, w_deq, precision=lax.Precision.HIGHEST)
+    if bias is not None:
+        y = y + bias.astype(jnp.float32)
+    return y.astype(out_dtype)
+
+
+def llm_int8_matmul(x, wq, w_scale, bias=None, *, threshold=6.0, out_dtype=None):
+    """LLM.int8() matmul of ``x [..., s, h]`` with a quantized weight (``wq [o, h]``, ``w_scale [o]``).
+
+    ``threshold`` 0 or ``None`` disables the outlier decomposition (vector-wise int8 only).
+    """
+    col_amax = column_absmax(x)
+    xq, row_scale, idx, count = quantize_rows(x, col_amax, threshold or 0.0)
+    return int8_matmul(xq, row_scale, x, idx, count, wq, w_scale, bias, out_dtype)
+
+
+# --------------------------------------------------------------------------- paper ablations
+# LLM.int8() Table 1 / Figure 3 baselines. Each takes the *float* weight w [in, out] and returns
+# the float32 product (they are accuracy references, not fast paths).
+
+
+def absmax_tensorwise_matmul(x, w):
+    """Absmax quantization with one scale for all of ``x`` and one for all of ``w``."""
+    x = x.astype(jnp.float32)
+    w = jnp.asarray(w, jnp.float32)
+    sx, sw = _absmax(x, axis=None), _absmax(w, axis=None)
+    xq, wq = _quantize(x, _multiplier(sx)), _quantize(w, _multiplier(sw))
+    acc = jnp.matmul(xq, wq, preferred_element_type=jnp.int32)
+    return acc.astype(jnp.float32) * (sx * sw * _INV_RANGE_SQ)
+
+
+def absmax_vectorwise_matmul(x, w):
+    """Vector-wise absmax (row scales for ``x``, column scales for ``w``), no decomposition."""
+    wq, ws = quantize_weight(w)
+    return llm_int8_matmul(x, wq, ws, threshold=0.0, out_dtype=jnp.float32)
+
+
+def zeropoint_vectorwise_matmul(x, w):
+    """Vector-wise zeropoint (asymmetric) quantization, no decomposition.
+
+    Each row of ``x`` and each column of ``w`` is mapped affinely onto the 255 levels
+    ``[-128, 127]``: ``q = round(v * nd) + zp`` with ``nd = 255 / (max - min)``. The product
+    ``(xq - zpx) @ (wq - zpw)`` is exact in int32 and divided by ``ndx * ndw``.
+    """
+
+    def affine(v, axis):
+        lo = jnp.min(v, axis=axis, keepdims=True)
+        hi = jnp.max(v, axis=axis, keepdims=True)
+        rng = hi - lo
+        nd = jnp.where(rng > 0, 255.0 / jnp.where(rng > 0, rng, 1.0), 0.0)
+        zp = jnp.round(-lo * nd) - 128.0
+        q = jnp.clip(jnp.round(v * nd) + zp, -128.0, 127.0)
+        return (q - zp).astype(jnp.int32), nd
+
+    x = x.astype(jnp.float32)
+    w = jnp.asarray(w, jnp.float32)
+    xc, ndx = affine(x, axis=-1)  # [..., s, 1]
+    wc, ndw = affine(w, axis=0)  # [1, o]
+    acc = jnp.matmul(xc, wc, preferred_element_type=jnp.int32)
+    denom = ndx * ndw
+    return jnp.where(denom > 0, acc.astype(jnp.float32) / jnp.where(denom > 0, denom, 1.0), 0.0)

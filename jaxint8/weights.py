@@ -1,0 +1,74 @@
+"""The quantized weight: :class:`Int8Weight` and :func:`quantize_weight`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxint8 import reference
+
+__all__ = ["Int8Weight", "quantize_weight"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Int8Weight:
+    """A vector-wise int8 weight: a pytree of two arrays.
+
+    Attributes:
+      qweight: int8 ``[out_features, in_features]``. K-major (transposed relative to Flax's
+        ``[in, out]`` kernel) because int8 tensor-core MMAs want both operands K-major.
+      scale: float32 ``[out_features]``, the absmax of each output column of the float weight.
+
+    The dequantized weight is ``qweight * scale[:, None] / 127``.
+    """
+
+    qweight: jax.Array
+    scale: jax.Array
+
+    @property
+    def in_features(self) -> int:
+        return self.qweight.shape[-1]
+
+    @property
+    def out_features(self) -> int:
+        return self.qweight.shape[-2]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.qweight.shape)) + 4 * int(np.prod(self.scale.shape))
+
+    def dequantize(self, dtype=jnp.float32) -> jax.Array:
+        """The float weight this stands for, in Flax layout ``[in_features, out_features]``."""
+        return reference.dequantize_weight(self.qweight, self.scale, dtype).T
+
+
+def quantize_weight(w, *, transposed: bool = False) -> Int8Weight:
+    """Quantizes a float weight ``w [in_features, out_features]`` (Flax ``Dense`` layout).
+
+    With ``transposed=True``, ``w`` is ``[out_features, in_features]`` (``torch.nn.Linear`` /
+    Hugging Face layout), which is already the int8 layout: no transpose is materialized.
+
+    Example::
+
+        >>> import jax, jaxint8
+        >>> w = 0.02 * jax.random.normal(jax.random.key(0), (256, 512))
+        >>> wq = jaxint8.quantize_weight(w)
+        >>> wq.qweight.shape, wq.qweight.dtype, wq.scale.shape
+        ((512, 256), dtype('int8'), (512,))
+
+    Raises:
+      TypeError: ``w`` is not a floating-point array.
+      ValueError: ``w`` is not 2-D.
+    """
+    w = jnp.asarray(w)
+    if not jnp.issubdtype(w.dtype, jnp.floating):
+        raise TypeError(f"quantize_weight: w must be a floating-point array, got dtype {w.dtype}")
+    if w.ndim != 2:
+        layout = "[out_features, in_features]" if transposed else "[in_features, out_features]"
+        raise ValueError(f"quantize_weight: w must be 2-D {layout}, got shape {w.shape}")
+    qweight, scale = reference.quantize_weight_out_in(w if transposed else w.T)
+    return Int8Weight(qweight=qweight, scale=scale)

@@ -1,0 +1,40 @@
+"""Test-data builders shared by the test modules (fresh random data for every call)."""
+
+from __future__ import annotations
+
+import numpy as np
+import jax.numpy as jnp
+
+DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
+
+
+def rng(seed=None):
+    return np.random.default_rng(seed)
+
+
+def activations(r, shape, *, outlier_cols=(), outlier_scale=(20.0, 60.0), zero_rows=(),
+                dtype=jnp.float32):
+    """N(0, 1) activations with planted outlier columns (|x| in outlier_scale) and zero rows."""
+    x = r.standard_normal(shape).astype(np.float32)
+    for c in outlier_cols:
+        mag = r.uniform(*outlier_scale)
+        x[..., c] = x[..., c] * mag / 3.0 + np.sign(r.standard_normal()) * mag
+    for i in zero_rows:
+        x[..., i, :] = 0.0
+    return jnp.asarray(x).astype(dtype)
+
+
+def weight(r, h, o, std=0.02):
+    return jnp.asarray((std * r.standard_normal((h, o))).astype(np.float32))
+
+
+def rel_err(y, ref):
+    y = np.asarray(y, np.float64)
+    ref = np.asarray(ref, np.float64)
+    return float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
+
+
+def design_data(r, s=256, h=1024, o=1024, n_outliers=6):
+    """DESIGN §1 accuracy data: N(0,1) x with 6 outlier columns of magnitude 20-60, N(0, .02) w."""
+    cols = r.choice(h, n_outliers, replace=False)
+    return activations(r, (s, h), outlier_cols=cols), weight(r, h, o), cols

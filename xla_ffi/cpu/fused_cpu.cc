@@ -1,0 +1,36 @@
+// CPU handler of the fused target: column absmax, row quantization and the int8 matmul in one
+// custom call (same bodies as the three separate handlers, so the results are identical).
+#include <algorithm>
+
+#include "common.h"
+#include "cpu/handlers_cpu.h"
+#include "handlers.h"
+
+namespace jaxint8::cpu {
+namespace {
+
+ffi::Error LlmInt8Matmul(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer wq,
+                         ffi::AnyBuffer w_scale, ffi::AnyBuffer bias,
+                         ffi::Result<ffi::AnyBuffer> y, ffi::Result<ffi::AnyBuffer> col_amax,
+                         ffi::Result<ffi::AnyBuffer> xq, ffi::Result<ffi::AnyBuffer> row_scale,
+                         ffi::Result<ffi::AnyBuffer> outlier_idx,
+                         ffi::Result<ffi::AnyBuffer> outlier_count, float threshold) {
+  if (threshold > 0.0f) {
+    JAXINT8_RETURN_IF_ERROR(ColumnAbsmax(pool, x, col_amax));
+  } else {  // no decomposition: the column pass is skipped, its result defined as zeros
+    ActivationShape sh;
+    JAXINT8_RETURN_IF_ERROR(check_column_absmax(x, *col_amax, &sh));
+    float* amax = col_amax->typed_data<float>();
+    std::fill(amax, amax + col_amax->element_count(), 0.0f);
+  }
+  JAXINT8_RETURN_IF_ERROR(
+      QuantizeRows(pool, x, *col_amax, xq, row_scale, outlier_idx, outlier_count, threshold));
+  return Int8Matmul(pool, *xq, *row_scale, x, *outlier_idx, *outlier_count, wq, w_scale, bias, y);
+}
+
+}  // namespace
+}  // namespace jaxint8::cpu
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    jaxint8_llm_int8_matmul_cpu, jaxint8::cpu::LlmInt8Matmul,
+    jaxint8::bind_llm_int8_matmul(xla::ffi::Ffi::Bind().Ctx<xla::ffi::ThreadPool>()));
