@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# One-shot GPU check for the jaxint8 CUDA kernels, run on the GPU machine from the repo root:
+# build (unless a built extension is already in jaxint8/), GPU tests (default dispatch, then
+# each GEMM path forced), compute-sanitizer memcheck + racecheck, layer benchmark, model
+# benchmark; a short table is printed last. Logs and JSON go to $OUT (or benchmarks/results/ when OUT is unset).
+#
+#   PHASES="build test sanitize bench"   which phases to run (default; "model" and "profile"
+#                                        are opt-in)
+#   ARCHS=90a                            CUDA architectures to build (default 90a: the H100;
+#                                        the sm_80 mma.sync kernels compile for it too)
+#   BENCH_ARGS="--tokens 1,16"           extra arguments for benchmarks/layer.py
+#   MODEL_ARGS="--configs 13b"           extra arguments for benchmarks/model.py
+#   TEST_PATHS="default tiled skinny"    GEMM paths the GPU tests run with
+#   Carried .whl/nvidia_cutlass*.whl is installed first when CUTLASS is missing.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/results}
+mkdir -p "$OUT"
+PHASES=${PHASES:-"build test sanitize bench"}
+ARCHS=${ARCHS:-90a}
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+status=0
+has() { [[ " $PHASES " == *" $1 "* ]]; }
+summary=()
+
+if has build; then
+  if ! $PY -c "import cutlass_library" 2>/dev/null; then
+    $PY -m pip install -q --no-deps --no-index .whl/nvidia_cutlass*.whl >/tmp/jaxint8-pip.log 2>&1 || true
+  fi
+  t0=$(date +%s)
+  if JAXINT8_CUDA=ON $PY -m pip install --no-build-isolation --no-deps -v \
+       -C cmake.define.JAXINT8_CUDA_ARCHITECTURES="$ARCHS" -C build-dir=/tmp/jaxint8-build . \
+       >"$OUT/build.log" 2>&1; then
+    summary+=("build: ok ($(( $(date +%s) - t0 )) s, archs $ARCHS)")
+    so=$(ls /tmp/jaxint8-build/_jaxint8_ffi*.so 2>/dev/null | head -1)
+    [ -n "$so" ] && cp "$so" jaxint8/ || true
+    [ -n "${KEEP_SO:-}" ] && cp "$so" "$OUT/" || true
+  else
+    summary+=("build: FAILED (see build.log)"); tail -40 "$OUT/build.log"; status=1
+    echo "${summary[@]}"; exit 1
+  fi
+fi
+# The checkout itself is the package: the extension built above (or a carried one) sits in
+# jaxint8/, so everything below imports ./jaxint8.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+$PY -c "import jaxint8, jax; print('jaxint8 from', jaxint8.__file__, 'cuda', jaxint8.BUILT_WITH_CUDA, jax.devices())" 2>&1 | tail -1
+
+if has test; then
+  for path in ${TEST_PATHS:-default tiled skinny}; do
+    log="$OUT/test-$path.log"
+    if [ "$path" = default ]; then
+      env -u JAXINT8_GEMM_PATH $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -s ${TEST_K:+-k "$TEST_K"} >"$log" 2>&1
+    else
+      JAXINT8_GEMM_PATH=$path JAXINT8_TEST_CASES=120 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+        -k "random or model_shapes or all_outliers or chain" >"$log" 2>&1
+    fi
+    rc=$?
+    summary+=("tests[$path]: $(tail -1 "$log")")
+    [ $rc -ne 0 ] && { status=1; grep -E "^(FAILED|E )" "$log" | head -20; }
+  done
+  [ -f "$OUT/test-default.log" ] && grep -h "rel err" "$OUT/test-default.log" | head -4
+fi
+
+if has sanitize; then
+  for tool in memcheck racecheck; do
+    log="$OUT/sanitizer-$tool.log"
+    XLA_PYTHON_CLIENT_ALLOCATOR=platform XLA_PYTHON_CLIENT_PREALLOCATE=false \
+      compute-sanitizer --tool $tool --kernel-name kns=jaxint8 --error-exitcode 99 \
+      $PY benchmarks/sanitize_cases.py >"$log" 2>&1
+    rc=$?
+    summary+=("sanitizer[$tool]: rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -1)")
+    [ $rc -ne 0 ] && { status=1; tail -30 "$log"; }
+  done
+fi
+
+if has profile; then  # per-kernel GPU times (ncu), default dispatch and the sm80 tiled path
+  for path in default tiled; do
+    env JAXINT8_DEBUG=1 JAXINT8_GEMM_PATH=$([ $path = default ] || echo $path) \
+      ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+      $PY benchmarks/profile_kernels.py ${PROFILE_ARGS:-} >"$OUT/prof-$path.csv" 2>"$OUT/prof-$path.err"
+    echo "== per-kernel median us ($path dispatch)"
+    $PY benchmarks/profile_kernels.py --summarize "$OUT/prof-$path.csv" > "$OUT/prof-$path.txt"
+    grep -m1 "workspace" "$OUT/prof-$path.err"
+    rm -f "$OUT/prof-$path.err" "$OUT/prof-$path.csv"; cat "$OUT/prof-$path.txt"
+  done
+fi
+
+if has bench; then
+  $PY benchmarks/layer.py --out "$OUT/layer.json" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1 || status=1
+  cp "$OUT"/layer.json "$OUT"/layer.png benchmarks/results/ 2>/dev/null || true
+fi
+
+if has model; then
+  $PY benchmarks/model.py --out "$OUT/model.json" ${MODEL_ARGS:-} >"$OUT/model.log" 2>&1 || status=1
+  cp "$OUT"/model.json benchmarks/results/ 2>/dev/null || true
+fi
+
+echo
+printf '%s\n' "${summary[@]}"
+if has bench; then sed -n '/^device:/,$p' "$OUT/bench.log"; tail -5 "$OUT/bench.log" | grep -i error; fi
+if has model; then grep -v "^wrote" "$OUT/model.log" | tail -25; fi
+exit $status

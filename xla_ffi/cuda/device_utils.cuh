@@ -1,0 +1,84 @@
+// Device helpers shared by the jaxint8 CUDA kernels: float loads/stores of the three
+// activation types and the LLM.int8() output formula (one definition, so the skinny and the
+// tiled GEMM agree bit for bit with each other and with the CPU handler).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <cstdint>
+
+#include "common.h"
+#include "cuda/kernels.h"
+
+namespace jaxint8::cuda {
+
+template <typename T> struct FloatIO;
+template <> struct FloatIO<float> {
+  static __device__ __forceinline__ float load(const float* p) { return *p; }
+  static __device__ __forceinline__ void store(float* p, float v) { *p = v; }
+};
+template <> struct FloatIO<__nv_bfloat16> {
+  static __device__ __forceinline__ float load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+  static __device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+};
+template <> struct FloatIO<__half> {
+  static __device__ __forceinline__ float load(const __half* p) { return __half2float(*p); }
+  static __device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
+};
+
+__device__ __forceinline__ float load_float(const void* base, FloatType t, int64_t i) {
+  switch (t) {
+    case FloatType::kF32: return static_cast<const float*>(base)[i];
+    case FloatType::kBF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[i]);
+    default: return __half2float(static_cast<const __half*>(base)[i]);
+  }
+}
+
+// Outlier count clamped to [0, k] (the CPU handler rejects out-of-range counts; on the
+// device we cannot return an error without a host sync, so we stay in bounds instead).
+__device__ __forceinline__ int clamped_count(const int32_t* count, int64_t k) {
+  int c = *count;
+  return c < 0 ? 0 : (c > k ? static_cast<int>(k) : c);
+}
+
+// y = dequant(acc) + outlier_sum (+ bias), in the CPU handler's operation order, with
+// explicit round-to-nearest adds so that nvcc does not contract them into FMAs.
+__device__ __forceinline__ float finish_output(int32_t acc, float row_scale, float col_scale,
+                                               float outlier_sum, const float* bias, int64_t n) {
+  float v = dequantize_acc(acc, row_scale, col_scale);
+  v = __fadd_rn(v, outlier_sum);
+  if (bias) v = __fadd_rn(v, bias[n]);
+  return v;
+}
+
+// One term of the outlier sum: out += x * W_deq, unfused like the CPU loop.
+__device__ __forceinline__ float outlier_term(float acc, float x, float w_deq) {
+  return __fadd_rn(acc, __fmul_rn(x, w_deq));
+}
+
+__device__ __forceinline__ void store_output(void* y, FloatType t, int64_t i, float v) {
+  switch (t) {
+    case FloatType::kF32: static_cast<float*>(y)[i] = v; break;
+    case FloatType::kBF16: static_cast<__nv_bfloat16*>(y)[i] = __float2bfloat16_rn(v); break;
+    default: static_cast<__half*>(y)[i] = __float2half_rn(v); break;
+  }
+}
+
+// mma.sync m16n8k32 s8 x s8 -> s32 (row.col), accumulate in place.
+__device__ __forceinline__ void mma_s8_16832(int32_t (&c)[4], const uint32_t (&a)[4],
+                                             uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+#define JAXINT8_CUDA_RETURN_IF_ERROR(expr)        \
+  do {                                            \
+    cudaError_t _e = (expr);                      \
+    if (_e != cudaSuccess) return _e;             \
+  } while (0)
+
+}  // namespace jaxint8::cuda

@@ -1,0 +1,290 @@
+// CUDA FFI handlers: same targets, buffers and attributes as the CPU handlers
+// (cpu/quantize_cpu.cc, cpu/matmul_cpu.cc); no host synchronisation, the outlier count stays
+// on the device.
+//
+// GEMM dispatch (per batch element, m = tokens, n = out features, k = in features):
+//   1. m <= 16                                  -> skinny kernel (gemm_skinny.cu): weight-
+//                                                  streaming, memory-bound decode path.
+//   2. sm_90 device, JAXINT8_WITH_SM90 built,
+//      int8_gemm_sm90_supported(p)              -> CUTLASS 3 wgmma kernel (sm90/gemm_sm90.h).
+//   3. k % 16 == 0, 16-byte aligned operands    -> tiled mma.sync kernel (gemm_sm80.cu).
+//   4. anything else (odd k, unaligned)         -> skinny kernel, 16 tokens per grid row
+//                                                  (correct for every shape, not fast).
+// JAXINT8_GEMM_PATH=skinny|tiled|sm90 (environment, read once) forces a path where it is
+// supported, for tests and benchmarks.
+//
+// jaxint8_llm_int8_matmul runs the three handlers in one custom call (the single-device path
+// of jaxint8.llm_int8_matmul): each FFI call costs ~13-20 us of host overhead on jax 0.11.2,
+// more than a decode step's quantization kernels. All four handlers are marked command-buffer
+// compatible: their host code depends only on shapes, pointers and the device (never on data),
+// so XLA may record them into CUDA graphs. Under capture the matmul makes no stream-ordered
+// allocation (see persistent_workspace).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "common.h"
+#include "cuda/kernels.h"
+#include "cuda/launch.h"
+#include "handlers.h"
+
+#ifdef JAXINT8_WITH_SM90
+#include "cuda/sm90/gemm_sm90.h"
+#endif
+
+namespace jaxint8::cuda {
+namespace {
+
+constexpr int kMaxDevices = 64;
+constexpr int64_t kSkinnyMaxTokens = 16;
+
+struct DeviceInfo {
+  int num_sms = 0;
+  int cc_major = 0;
+};
+
+DeviceInfo device_info() {
+  static DeviceInfo cache[kMaxDevices];
+  static std::once_flag flags[kMaxDevices];
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) return {132, 0};
+  std::call_once(flags[dev], [dev] {
+    DeviceInfo info;
+    cudaDeviceGetAttribute(&info.num_sms, cudaDevAttrMultiProcessorCount, dev);
+    cudaDeviceGetAttribute(&info.cc_major, cudaDevAttrComputeCapabilityMajor, dev);
+    if (info.num_sms <= 0) info.num_sms = 132;
+    cache[dev] = info;
+  });
+  return cache[dev];
+}
+
+enum class ForcedPath { kNone, kSkinny, kTiled, kSm90 };
+
+ForcedPath forced_path() {
+  static const ForcedPath path = [] {
+    const char* v = std::getenv("JAXINT8_GEMM_PATH");
+    if (!v) return ForcedPath::kNone;
+    if (!std::strcmp(v, "skinny")) return ForcedPath::kSkinny;
+    if (!std::strcmp(v, "tiled")) return ForcedPath::kTiled;
+    if (!std::strcmp(v, "sm90")) return ForcedPath::kSm90;
+    return ForcedPath::kNone;
+  }();
+  return path;
+}
+
+// Device workspace that outlives the call, one per device, grown on demand (never shrunk; a
+// replaced buffer is kept alive because CUDA graphs recorded earlier may still use it).
+// XLA's FFI ScratchAllocator returned no memory on jax 0.11.2, and a stream-ordered
+// cudaMallocAsync cannot be used while XLA records the call into a CUDA graph (graphs with
+// memory nodes cannot be nested), so the buffer comes from cudaMalloc, with the calling
+// thread's capture mode relaxed for that call. Growing is the only host-synchronising step and
+// happens once per larger shape. The kernels that use it run in stream order on XLA's compute
+// stream, so calls on one device never use it concurrently.
+[[maybe_unused]] void* persistent_workspace(size_t bytes) {
+  static std::mutex mu;
+  static void* buf[kMaxDevices] = {};
+  static size_t cap[kMaxDevices] = {};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) return nullptr;
+  std::lock_guard<std::mutex> lock(mu);
+  if (cap[dev] >= bytes) return buf[dev];
+  const size_t want = std::max(bytes, 2 * cap[dev]);
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  void* p = nullptr;
+  const cudaError_t err = cudaMalloc(&p, want);
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  buf[dev] = p;  // the previous buffer is intentionally not freed (see above)
+  cap[dev] = want;
+  return p;
+}
+
+ffi::Error cuda_error(cudaError_t e, const char* what) {
+  return ffi::Error::Internal(std::string("jaxint8 CUDA ") + what + ": " + cudaGetErrorString(e));
+}
+
+FloatType float_type(ffi::DataType t) {
+  switch (t) {
+    case ffi::DataType::F32: return FloatType::kF32;
+    case ffi::DataType::BF16: return FloatType::kBF16;
+    default: return FloatType::kF16;
+  }
+}
+
+size_t float_bytes(FloatType t) { return t == FloatType::kF32 ? 4 : 2; }
+
+// One GEMM problem through the dispatch documented at the top of the file.
+cudaError_t run_gemm(const Int8GemmParams& p, const DeviceInfo& dev, cudaStream_t stream) {
+  const ForcedPath forced = forced_path();
+  const bool tiled_ok = int8_gemm_tiled_supported(p);
+#ifdef JAXINT8_WITH_SM90
+  const bool sm90_ok = dev.cc_major == 9 && int8_gemm_sm90_supported(p);
+#else
+  const bool sm90_ok = false;
+#endif
+  bool skinny = p.m <= kSkinnyMaxTokens || !tiled_ok;
+  bool sm90 = !skinny && sm90_ok;
+  if (forced == ForcedPath::kSkinny) {
+    skinny = true;
+  } else if (forced == ForcedPath::kTiled && tiled_ok) {
+    skinny = false;
+    sm90 = false;
+  } else if (forced == ForcedPath::kSm90 && sm90_ok) {
+    skinny = false;
+    sm90 = true;
+  }
+  if (skinny) return launch_int8_gemm_skinny(p, dev.num_sms, stream);
+#ifdef JAXINT8_WITH_SM90
+  if (sm90) return launch_int8_gemm_sm90(p, stream);
+#endif
+  (void)sm90;
+  return launch_int8_gemm_tiled(p, dev.num_sms, stream);
+}
+
+ffi::Error ColumnAbsmax(cudaStream_t stream, ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> col_amax) {
+  ActivationShape sh;
+  JAXINT8_RETURN_IF_ERROR(check_column_absmax(x, *col_amax, &sh));
+  const DeviceInfo dev = device_info();
+  cudaError_t err = launch_column_absmax(x.untyped_data(), float_type(x.element_type()), sh.nb,
+                                         sh.s, sh.h, col_amax->typed_data<float>(), dev.num_sms, stream);
+  if (err != cudaSuccess) return cuda_error(err, "column_absmax");
+  return ffi::Error::Success();
+}
+
+ffi::Error QuantizeRows(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer col_amax,
+                        ffi::Result<ffi::AnyBuffer> xq, ffi::Result<ffi::AnyBuffer> row_scale,
+                        ffi::Result<ffi::AnyBuffer> outlier_idx,
+                        ffi::Result<ffi::AnyBuffer> outlier_count, float threshold) {
+  ActivationShape sh;
+  JAXINT8_RETURN_IF_ERROR(check_quantize_rows(x, col_amax, *xq, *row_scale, *outlier_idx,
+                                              *outlier_count, &sh));
+  cudaError_t err = launch_quantize_rows(
+      x.untyped_data(), float_type(x.element_type()), col_amax.typed_data<float>(), threshold,
+      sh.nb, sh.s, sh.h, xq->typed_data<int8_t>(), row_scale->typed_data<float>(),
+      outlier_idx->typed_data<int32_t>(), outlier_count->typed_data<int32_t>(), stream);
+  if (err != cudaSuccess) return cuda_error(err, "quantize_rows");
+  return ffi::Error::Success();
+}
+
+ffi::Error Int8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer xq, ffi::AnyBuffer row_scale,
+                      ffi::AnyBuffer x, ffi::AnyBuffer outlier_idx, ffi::AnyBuffer outlier_count,
+                      ffi::AnyBuffer wq, ffi::AnyBuffer w_scale, ffi::AnyBuffer bias,
+                      ffi::Result<ffi::AnyBuffer> y) {
+  ActivationShape sh;
+  int64_t o = 0;
+  JAXINT8_RETURN_IF_ERROR(check_int8_matmul(xq, row_scale, x, outlier_idx, outlier_count, wq,
+                                            w_scale, bias, *y, &sh, &o));
+
+  const DeviceInfo dev = device_info();
+  const FloatType xt = float_type(x.element_type()), yt = float_type(y->element_type());
+  // Workspace for the sm90 path (compact outlier operands). The batch elements run one after
+  // the other on one stream, so they share it. Without it the sm90 path is still correct, but
+  // reads the outliers directly from x / wq (measured 3-8x slower GEMM with 6 outliers).
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+#ifdef JAXINT8_WITH_SM90
+  if (dev.cc_major == 9 && sh.s > kSkinnyMaxTokens && forced_path() != ForcedPath::kTiled &&
+      forced_path() != ForcedPath::kSkinny) {
+    const size_t want = int8_gemm_sm90_workspace_bytes(sh.s, o, sh.h);
+    if (want > 0) {
+      const char* source = "XLA scratch";
+      if (auto mem = scratch.Allocate(want, 256); mem.has_value() && *mem != nullptr) {
+        workspace = *mem;
+      } else {
+        workspace = persistent_workspace(want);
+        source = workspace ? "persistent buffer" : "none";
+      }
+      workspace_bytes = workspace ? want : 0;
+      static bool logged = false;
+      if (!logged && std::getenv("JAXINT8_DEBUG")) {
+        logged = true;
+        std::fprintf(stderr, "jaxint8: sm90 workspace %zu bytes via %s\n", want, source);
+      }
+    }
+  }
+#endif
+  for (int64_t b = 0; b < sh.nb; ++b) {
+    Int8GemmParams p;
+    p.m = sh.s;
+    p.n = o;
+    p.k = sh.h;
+    p.xq = xq.typed_data<int8_t>() + b * sh.s * sh.h;
+    p.wq = wq.typed_data<int8_t>();
+    p.row_scale = row_scale.typed_data<float>() + b * sh.s;
+    p.col_scale = w_scale.typed_data<float>();
+    p.bias = bias.element_count() ? bias.typed_data<float>() : nullptr;
+    p.x = static_cast<const char*>(x.untyped_data()) + b * sh.s * sh.h * float_bytes(xt);
+    p.x_type = xt;
+    p.outlier_idx = outlier_idx.typed_data<int32_t>() + b * sh.h;
+    p.outlier_count = outlier_count.typed_data<int32_t>() + b;
+    p.y = static_cast<char*>(y->untyped_data()) + b * sh.s * o * float_bytes(yt);
+    p.y_type = yt;
+    p.workspace = workspace;
+    p.workspace_bytes = workspace_bytes;
+    cudaError_t err = run_gemm(p, dev, stream);
+    if (err != cudaSuccess) return cuda_error(err, "int8_matmul");
+  }
+  return ffi::Error::Success();
+}
+
+// The three handlers above in one custom call (one FFI call overhead instead of three).
+ffi::Error LlmInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer x,
+                         ffi::AnyBuffer wq, ffi::AnyBuffer w_scale, ffi::AnyBuffer bias,
+                         ffi::Result<ffi::AnyBuffer> y, ffi::Result<ffi::AnyBuffer> col_amax,
+                         ffi::Result<ffi::AnyBuffer> xq, ffi::Result<ffi::AnyBuffer> row_scale,
+                         ffi::Result<ffi::AnyBuffer> outlier_idx,
+                         ffi::Result<ffi::AnyBuffer> outlier_count, float threshold) {
+  if (threshold > 0.0f) {
+    JAXINT8_RETURN_IF_ERROR(ColumnAbsmax(stream, x, col_amax));
+  } else {  // no decomposition: the column pass is skipped, its result defined as zeros
+    ActivationShape sh;
+    JAXINT8_RETURN_IF_ERROR(check_column_absmax(x, *col_amax, &sh));
+    cudaError_t err = cudaMemsetAsync(col_amax->untyped_data(), 0,
+                                      col_amax->element_count() * sizeof(float), stream);
+    if (err != cudaSuccess) return cuda_error(err, "llm_int8_matmul (memset)");
+  }
+  JAXINT8_RETURN_IF_ERROR(
+      QuantizeRows(stream, x, *col_amax, xq, row_scale, outlier_idx, outlier_count, threshold));
+  return Int8Matmul(stream, std::move(scratch), *xq, *row_scale, x, *outlier_idx, *outlier_count,
+                    wq, w_scale, bias, y);
+}
+
+}  // namespace
+}  // namespace jaxint8::cuda
+
+// Argument lists shared with the CPU handlers (common.h), after the CUDA contexts.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    jaxint8_column_absmax_cuda, jaxint8::cuda::ColumnAbsmax,
+    jaxint8::bind_column_absmax(
+        xla::ffi::Ffi::Bind().Ctx<xla::ffi::PlatformStream<cudaStream_t>>()),
+    {xla::ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    jaxint8_quantize_rows_cuda, jaxint8::cuda::QuantizeRows,
+    jaxint8::bind_quantize_rows(
+        xla::ffi::Ffi::Bind().Ctx<xla::ffi::PlatformStream<cudaStream_t>>()),
+    {xla::ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    jaxint8_int8_matmul_cuda, jaxint8::cuda::Int8Matmul,
+    jaxint8::bind_int8_matmul(xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<xla::ffi::ScratchAllocator>()),
+    {xla::ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    jaxint8_llm_int8_matmul_cuda, jaxint8::cuda::LlmInt8Matmul,
+    jaxint8::bind_llm_int8_matmul(xla::ffi::Ffi::Bind()
+                                      .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                      .Ctx<xla::ffi::ScratchAllocator>()),
+    {xla::ffi::Traits::kCmdBufferCompatible});

@@ -1,0 +1,36 @@
+// Interface between the CUDA FFI handlers (handlers_cuda.cu) and the kernel families.
+// Kernels know nothing of XLA or JAX: raw device pointers, sizes and a stream.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <cstddef>
+#include <cstdint>
+
+namespace jaxint8::cuda {
+
+enum class FloatType : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
+
+// One LLM.int8() GEMM problem (one batch element; DESIGN §1 steps 3-6):
+//   y[m, n] = cast( acc[m, n] * (row_scale[m] * col_scale[n] / 16129)
+//                   + sum_{t < *outlier_count} x[m, outlier_idx[t]] * wq[n, outlier_idx[t]] * col_scale[n] / 127
+//                   + bias[n] )
+// with acc = xq @ wq^T in exact int32. All pointers are device pointers. The outlier count
+// stays on the device (never read on the host); any count from 0 to k must be right.
+struct Int8GemmParams {
+  int64_t m = 0, n = 0, k = 0;        // tokens, out features, in features
+  const int8_t* xq = nullptr;         // [m, k] row-major
+  const int8_t* wq = nullptr;         // [n, k] row-major (K-major)
+  const float* row_scale = nullptr;   // [m]
+  const float* col_scale = nullptr;   // [n]
+  const float* bias = nullptr;        // [n] or nullptr
+  const void* x = nullptr;            // [m, k] original activations (outlier source)
+  FloatType x_type = FloatType::kBF16;
+  const int32_t* outlier_idx = nullptr;    // [k], ascending, first *outlier_count valid
+  const int32_t* outlier_count = nullptr;  // device scalar
+  void* y = nullptr;                  // [m, n] row-major
+  FloatType y_type = FloatType::kBF16;
+  void* workspace = nullptr;          // scratch from XLA, workspace_bytes long
+  size_t workspace_bytes = 0;
+};
+
+}  // namespace jaxint8::cuda

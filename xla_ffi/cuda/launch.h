@@ -1,0 +1,33 @@
+// Launch functions of the jaxint8 CUDA kernel families (owned by the CUDA handlers; the
+// sm90 CUTLASS path has its own header, sm90/gemm_sm90.h). Raw device pointers, a stream,
+// no host synchronisation. Every function checks its launches and returns the first error.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <cstdint>
+
+#include "cuda/kernels.h"
+
+namespace jaxint8::cuda {
+
+// col_amax[b, c] = max_i |x[b, i, c]| (NaN-propagating), x [nb, s, h] of type t.
+cudaError_t launch_column_absmax(const void* x, FloatType t, int64_t nb, int64_t s, int64_t h,
+                                 float* col_amax, int num_sms, cudaStream_t stream);
+
+// Row pass: outlier list + count per batch, row scales and int8 rows (DESIGN §1 step 2).
+cudaError_t launch_quantize_rows(const void* x, FloatType t, const float* col_amax,
+                                 float threshold, int64_t nb, int64_t s, int64_t h, int8_t* xq,
+                                 float* row_scale, int32_t* outlier_idx, int32_t* outlier_count,
+                                 cudaStream_t stream);
+
+// Skinny GEMM (memory-bound on the weight): 16 tokens per grid row, mma.sync m16n8k32 with
+// the weight as the M operand, K split over the warps of a block. Any m, n, k and alignment.
+cudaError_t launch_int8_gemm_skinny(const Int8GemmParams& p, int num_sms, cudaStream_t stream);
+bool int8_gemm_skinny_fast_path(const Int8GemmParams& p);  // 16-byte weight loads possible
+
+// Tiled mma.sync GEMM (sm_80+; 128x128x64 tiles, 4-stage cp.async pipeline) with the fused
+// dequant + outlier + bias + cast epilogue. Needs int8_gemm_tiled_supported(p).
+bool int8_gemm_tiled_supported(const Int8GemmParams& p);
+cudaError_t launch_int8_gemm_tiled(const Int8GemmParams& p, int num_sms, cudaStream_t stream);
+
+}  // namespace jaxint8::cuda

@@ -1,0 +1,339 @@
+// Activation quantization kernels (DESIGN §1 steps 1-2): one pass for the column absmax,
+// one pass for the row scales + int8 rows + outlier list. Integer outputs match the CPU
+// handler bit for bit: both call the scalar rules of common.h.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "cuda/device_utils.cuh"
+#include "cuda/launch.h"
+
+namespace jaxint8::cuda {
+namespace {
+
+template <typename T> struct Vec8;  // 8 consecutive elements, one or two 16-byte loads
+template <> struct Vec8<__nv_bfloat16> {
+  static __device__ __forceinline__ void load(const __nv_bfloat16* p, float (&v)[8]) {
+    uint4 u = *reinterpret_cast<const uint4*>(p);
+    const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) { float2 f = __bfloat1622float2(h2[i]); v[2 * i] = f.x; v[2 * i + 1] = f.y; }
+  }
+};
+template <> struct Vec8<__half> {
+  static __device__ __forceinline__ void load(const __half* p, float (&v)[8]) {
+    uint4 u = *reinterpret_cast<const uint4*>(p);
+    const __half2* h2 = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) { float2 f = __half22float2(h2[i]); v[2 * i] = f.x; v[2 * i + 1] = f.y; }
+  }
+};
+template <> struct Vec8<float> {
+  static __device__ __forceinline__ void load(const float* p, float (&v)[8]) {
+    float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+  }
+};
+
+constexpr int kAbsmaxCols = 64;   // columns per block (2 per lane of a warp)
+constexpr int kAbsmaxRows = 8;    // warps per block, each walks its own rows
+
+// Block (32, 8): lane handles columns c0+lane and c0+lane+32; warp y walks rows y, y+8, ...
+// of its row split; the 8 partial maxima meet in shared memory. With several row splits the
+// result is combined with an unsigned atomicMax on the bit pattern: for non-negative floats
+// (|x| has its sign bit clear, NaN included) unsigned order = float order and NaN > Inf, so
+// the combination stays NaN-propagating. The output is zeroed before that launch.
+__device__ __forceinline__ void store_absmax(float* dst, float m, bool atomic) {
+  if (atomic) {
+    atomicMax(reinterpret_cast<unsigned int*>(dst), __float_as_uint(m));
+  } else {
+    *dst = m;
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256) column_absmax_kernel(const T* __restrict__ x, float* __restrict__ out,
+                                     int64_t s, int64_t h, int64_t rows_per_split, bool atomic) {
+  const int64_t b = blockIdx.y;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * kAbsmaxCols + threadIdx.x;
+  const int64_t r_begin = static_cast<int64_t>(blockIdx.z) * rows_per_split;
+  const int64_t r_end = min(s, r_begin + rows_per_split);
+  const T* xb = x + b * s * h;
+  float m0 = 0.0f, m1 = 0.0f;
+  const bool v0 = c0 < h, v1 = c0 + 32 < h;
+  int64_t r = r_begin + threadIdx.y;
+  for (; r + 3 * kAbsmaxRows < r_end; r += 4 * kAbsmaxRows) {
+    float a[4], c[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const T* row = xb + (r + u * kAbsmaxRows) * h;
+      a[u] = v0 ? FloatIO<T>::load(row + c0) : 0.0f;
+      c[u] = v1 ? FloatIO<T>::load(row + c0 + 32) : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) { m0 = nan_absmax(m0, a[u]); m1 = nan_absmax(m1, c[u]); }
+  }
+  for (; r < r_end; r += kAbsmaxRows) {
+    const T* row = xb + r * h;
+    if (v0) m0 = nan_absmax(m0, FloatIO<T>::load(row + c0));
+    if (v1) m1 = nan_absmax(m1, FloatIO<T>::load(row + c0 + 32));
+  }
+  __shared__ float part[kAbsmaxRows][kAbsmaxCols];
+  part[threadIdx.y][threadIdx.x] = m0;
+  part[threadIdx.y][threadIdx.x + 32] = m1;
+  __syncthreads();
+  if (threadIdx.y < 2) {
+    const int col = threadIdx.x + 32 * threadIdx.y;
+    float m = part[0][col];
+#pragma unroll
+    for (int y = 1; y < kAbsmaxRows; ++y) m = nan_absmax(m, part[y][col]);
+    const int64_t c = static_cast<int64_t>(blockIdx.x) * kAbsmaxCols + col;
+    if (c < h) store_absmax(out + b * h + c, m, atomic);
+  }
+}
+
+// Vector variant (h % 8 == 0, 16-byte aligned x): lane handles 8 consecutive columns with one
+// 16-byte load per row (two for f32), 256 columns per block; otherwise as above.
+constexpr int kAbsmaxVecCols = 256;
+template <typename T>
+__global__ void __launch_bounds__(256) column_absmax_vec_kernel(const T* __restrict__ x, float* __restrict__ out,
+                                         int64_t s, int64_t h, int64_t rows_per_split, bool atomic) {
+  const int64_t b = blockIdx.y;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * kAbsmaxVecCols + 8 * threadIdx.x;
+  const int64_t r_begin = static_cast<int64_t>(blockIdx.z) * rows_per_split;
+  const int64_t r_end = min(s, r_begin + rows_per_split);
+  const T* xb = x + b * s * h;
+  float m[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) m[i] = 0.0f;
+  if (c0 < h) {
+    int64_t r = r_begin + threadIdx.y;
+    for (; r + 3 * kAbsmaxRows < r_end; r += 4 * kAbsmaxRows) {
+      float v[4][8];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) Vec8<T>::load(xb + (r + u * kAbsmaxRows) * h + c0, v[u]);
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int i = 0; i < 8; ++i) m[i] = nan_absmax(m[i], v[u][i]);
+    }
+    for (; r < r_end; r += kAbsmaxRows) {
+      float v[8];
+      Vec8<T>::load(xb + r * h + c0, v);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) m[i] = nan_absmax(m[i], v[i]);
+    }
+  }
+  __shared__ float part[kAbsmaxRows][kAbsmaxVecCols + 1];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) part[threadIdx.y][8 * threadIdx.x + i] = m[i];
+  __syncthreads();
+  const int col = threadIdx.y * 32 + threadIdx.x;  // 0..255
+  float r = part[0][col];
+#pragma unroll
+  for (int y = 1; y < kAbsmaxRows; ++y) r = nan_absmax(r, part[y][col]);
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kAbsmaxVecCols + col;
+  if (c < h) store_absmax(out + b * h + c, r, atomic);
+}
+
+constexpr int kRowThreads = 256;
+
+// Block-wide NaN-propagating max; every thread gets the result.
+__device__ __forceinline__ float block_absmax(float v, float* scratch) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v = nan_absmax(v, __shfl_xor_sync(0xffffffffu, v, off));
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float r = scratch[0];
+#pragma unroll
+  for (int w = 1; w < kRowThreads / 32; ++w) r = nan_absmax(r, scratch[w]);
+  return r;
+}
+
+// Outlier list of one batch element: ascending column indices, -1 padding, count.
+// 8 consecutive columns per thread and step (2048 per block step), block-wide exclusive scan.
+__device__ void write_outlier_list(const float* __restrict__ amax, float threshold, int64_t h,
+                                   int32_t* __restrict__ idx, int32_t* __restrict__ count) {
+  __shared__ int warp_counts[kRowThreads / 32];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int64_t base = 0;  // outliers found before this step
+  for (int64_t c0 = 0; c0 < h; c0 += 8 * kRowThreads) {
+    const int64_t c = c0 + 8 * threadIdx.x;
+    unsigned flags = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+      if (c + i < h && is_outlier(amax[c + i], threshold)) flags |= 1u << i;
+    const int mine = __popc(flags);
+    int incl = mine;  // inclusive warp scan
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+      const int v = __shfl_up_sync(0xffffffffu, incl, off);
+      if (lane >= off) incl += v;
+    }
+    if (lane == 31) warp_counts[warp] = incl;
+    __syncthreads();
+    int before = 0, total = 0;
+#pragma unroll
+    for (int w = 0; w < kRowThreads / 32; ++w) {
+      before += w < warp ? warp_counts[w] : 0;
+      total += warp_counts[w];
+    }
+    int64_t pos = base + before + incl - mine;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+      if (flags & (1u << i)) idx[pos++] = static_cast<int32_t>(c + i);
+    base += total;
+    __syncthreads();  // warp_counts is rewritten by the next step
+  }
+  for (int64_t c = base + threadIdx.x; c < h; c += kRowThreads) idx[c] = -1;
+  if (threadIdx.x == 0) *count = static_cast<int32_t>(base);
+}
+
+// Grid (s + 1, nb): block (r < s, b) quantizes row r of batch b; block (s, b) writes batch b's
+// outlier list (in parallel with the rows). VEC: 8 elements per thread and step (h % 8 == 0, aligned rows),
+// else one. The row is read twice (max, then quantize); the second read hits L1/L2.
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(kRowThreads) quantize_rows_kernel(
+    const T* __restrict__ x, const float* __restrict__ col_amax, float threshold, int64_t s,
+    int64_t h, int8_t* __restrict__ xq, float* __restrict__ row_scale,
+    int32_t* __restrict__ outlier_idx, int32_t* __restrict__ outlier_count) {
+  const int64_t b = blockIdx.y, r = blockIdx.x;
+  const float* amax = col_amax + b * h;
+  if (r == s) {
+    write_outlier_list(amax, threshold, h, outlier_idx + b * h, outlier_count + b);
+    return;
+  }
+  const int64_t row = b * s + r;
+  const T* xr = x + row * h;
+  int8_t* qr = xq + row * h;
+  __shared__ float scratch[kRowThreads / 32];
+  float m = 0.0f;
+  if constexpr (VEC) {
+#pragma unroll 4
+    for (int64_t c = 8 * threadIdx.x; c < h; c += 8 * kRowThreads) {
+      float v[8];
+      Vec8<T>::load(xr + c, v);
+      const float4 a0 = *reinterpret_cast<const float4*>(amax + c);
+      const float4 a1 = *reinterpret_cast<const float4*>(amax + c + 4);
+      const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+        if (!is_outlier(a[i], threshold)) m = nan_absmax(m, v[i]);
+    }
+  } else {
+    for (int64_t c = threadIdx.x; c < h; c += kRowThreads)
+      if (!is_outlier(amax[c], threshold)) m = nan_absmax(m, FloatIO<T>::load(xr + c));
+  }
+  m = block_absmax(m, scratch);
+  if (threadIdx.x == 0) row_scale[row] = m;
+  const float mult = quant_multiplier(m);
+  if constexpr (VEC) {
+#pragma unroll 4
+    for (int64_t c = 8 * threadIdx.x; c < h; c += 8 * kRowThreads) {
+      float v[8];
+      Vec8<T>::load(xr + c, v);
+      const float4 a0 = *reinterpret_cast<const float4*>(amax + c);
+      const float4 a1 = *reinterpret_cast<const float4*>(amax + c + 4);
+      const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+      uint32_t packed[2] = {0u, 0u};
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int8_t q = is_outlier(a[i], threshold) ? int8_t{0} : quantize_value(v[i], mult);
+        packed[i >> 2] |= static_cast<uint32_t>(static_cast<uint8_t>(q)) << (8 * (i & 3));
+      }
+      *reinterpret_cast<uint2*>(qr + c) = make_uint2(packed[0], packed[1]);
+    }
+  } else {
+    for (int64_t c = threadIdx.x; c < h; c += kRowThreads)
+      qr[c] = is_outlier(amax[c], threshold) ? int8_t{0} : quantize_value(FloatIO<T>::load(xr + c), mult);
+  }
+}
+
+template <typename T>
+cudaError_t column_absmax_t(const T* x, int64_t nb, int64_t s, int64_t h, float* out,
+                            int num_sms, cudaStream_t stream) {
+  if (nb == 0 || h == 0) return cudaSuccess;
+  const bool vec = h % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const int64_t cols_per_block = vec ? kAbsmaxVecCols : kAbsmaxCols;
+  const int64_t col_blocks = (h + cols_per_block - 1) / cols_per_block;
+  // Enough blocks for ~4 per SM; a row split reads at least 64 rows.
+  int64_t splits = std::max<int64_t>(1, (4LL * num_sms + col_blocks * nb - 1) / (col_blocks * nb));
+  splits = std::min<int64_t>(splits, std::max<int64_t>(1, s / 64));
+  splits = std::min<int64_t>(splits, 65535);
+  const int64_t rows_per_split = s == 0 ? 1 : (s + splits - 1) / splits;
+  const bool atomic = splits > 1 || s == 0;
+  if (atomic) JAXINT8_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, sizeof(float) * nb * h, stream));
+  if (s == 0) return cudaSuccess;
+  for (int64_t b0 = 0; b0 < nb; b0 += 65535) {  // grid.y limit
+    const int64_t nbc = std::min<int64_t>(65535, nb - b0);
+    dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(nbc), static_cast<unsigned>(splits));
+    if (vec) {
+      column_absmax_vec_kernel<T><<<grid, dim3(32, kAbsmaxRows), 0, stream>>>(
+          x + b0 * s * h, out + b0 * h, s, h, rows_per_split, atomic);
+    } else {
+      column_absmax_kernel<T><<<grid, dim3(32, kAbsmaxRows), 0, stream>>>(
+          x + b0 * s * h, out + b0 * h, s, h, rows_per_split, atomic);
+    }
+    JAXINT8_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  }
+  return cudaSuccess;
+}
+
+template <typename T>
+cudaError_t quantize_rows_t(const T* x, const float* col_amax, float threshold, int64_t nb,
+                            int64_t s, int64_t h, int8_t* xq, float* row_scale, int32_t* idx,
+                            int32_t* count, cudaStream_t stream) {
+  if (nb == 0) return cudaSuccess;
+  const bool vec = h % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(col_amax) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(xq) % 8 == 0;
+  const int64_t rows = s + 1;  // + the outlier-list block
+  // grid.x limit 2^31-1 (rows), grid.y 65535 (batch): split the batch if needed.
+  for (int64_t b0 = 0; b0 < nb; b0 += 65535) {
+    const int64_t nbc = std::min<int64_t>(65535, nb - b0);
+    dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(nbc));
+    auto args = [&](auto kernel) {
+      kernel<<<grid, kRowThreads, 0, stream>>>(x + b0 * s * h, col_amax + b0 * h, threshold, s, h,
+                                               xq + b0 * s * h, row_scale + b0 * s, idx + b0 * h,
+                                               count + b0);
+    };
+    if (vec) args(quantize_rows_kernel<T, true>); else args(quantize_rows_kernel<T, false>);
+    JAXINT8_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  }
+  return cudaSuccess;
+}
+
+}  // namespace
+
+cudaError_t launch_column_absmax(const void* x, FloatType t, int64_t nb, int64_t s, int64_t h,
+                                 float* col_amax, int num_sms, cudaStream_t stream) {
+  switch (t) {
+    case FloatType::kF32:
+      return column_absmax_t(static_cast<const float*>(x), nb, s, h, col_amax, num_sms, stream);
+    case FloatType::kBF16:
+      return column_absmax_t(static_cast<const __nv_bfloat16*>(x), nb, s, h, col_amax, num_sms, stream);
+    default:
+      return column_absmax_t(static_cast<const __half*>(x), nb, s, h, col_amax, num_sms, stream);
+  }
+}
+
+cudaError_t launch_quantize_rows(const void* x, FloatType t, const float* col_amax,
+                                 float threshold, int64_t nb, int64_t s, int64_t h, int8_t* xq,
+                                 float* row_scale, int32_t* outlier_idx, int32_t* outlier_count,
+                                 cudaStream_t stream) {
+  switch (t) {
+    case FloatType::kF32:
+      return quantize_rows_t(static_cast<const float*>(x), col_amax, threshold, nb, s, h, xq,
+                             row_scale, outlier_idx, outlier_count, stream);
+    case FloatType::kBF16:
+      return quantize_rows_t(static_cast<const __nv_bfloat16*>(x), col_amax, threshold, nb, s, h,
+                             xq, row_scale, outlier_idx, outlier_count, stream);
+    default:
+      return quantize_rows_t(static_cast<const __half*>(x), col_amax, threshold, nb, s, h, xq,
+                             row_scale, outlier_idx, outlier_count, stream);
+  }
+}
+
+}  // namespace jaxint8::cuda

@@ -1,0 +1,141 @@
+// Hopper int8 GEMM launcher: outlier gather + shape-based choice of the CUTLASS configuration.
+#include "cuda/sm90/gemm_sm90.h"
+
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "cuda/sm90/gemm_sm90_configs.h"
+
+namespace jaxint8::cuda {
+namespace sm90 {
+namespace {
+
+constexpr size_t kAlign = 256;
+inline size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+__device__ __forceinline__ float load_x_elem(const void* x, int x_type, int64_t i) {
+  if (x_type == 0) return static_cast<const float*>(x)[i];
+  unsigned short bits = static_cast<const unsigned short*>(x)[i];
+  if (x_type == 1) return __uint_as_float(static_cast<uint32_t>(bits) << 16);
+  return __half2float(__ushort_as_half(bits));
+}
+
+// Rows [0, m) of the launch fill xo[r, t] = x[r, idx[t]]; rows [m, m + n) fill
+// wo[j, t] = dequantize_weight(wq[j, idx[t]], col_scale[j]) (same arithmetic as common.h),
+// for t < min(count, ld) and zero up to the next multiple of 4 (the epilogue reads 4 at a time).
+__global__ void __launch_bounds__(256) gather_outliers_kernel(
+    const void* __restrict__ x, int x_type, const int8_t* __restrict__ wq,
+    const float* __restrict__ col_scale, const int32_t* __restrict__ idx,
+    const int32_t* __restrict__ count, int64_t m, int64_t n, int64_t k, int ld, int mode,
+    float* __restrict__ xo, float* __restrict__ wo) {
+  const int cnt = *count;
+  const int cpad = min((cnt + 3) & ~3, ld);
+  if (cpad <= 0) return;
+  const int64_t rows = m + n;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * blockDim.y) {
+    if (r < m) {
+      for (int t = threadIdx.x; t < cpad; t += blockDim.x)
+        xo[r * ld + t] = t < cnt ? load_x_elem(x, x_type, r * k + idx[t]) : 0.0f;
+    } else {
+      const int64_t j = r - m;
+      const float s = col_scale[j] / 127.0f;  // dequantize_weight: q * (col_scale / 127)
+      for (int t = threadIdx.x; t < cpad; t += blockDim.x) {
+        const float q = t < cnt ? static_cast<float>(wq[j * k + idx[t]]) : 0.0f;
+        wo[j * ld + t] = mode == 1 ? q : q * s;
+      }
+    }
+  }
+}
+
+int pick_ld(const Int8GemmParams& p) {
+  // Largest multiple of 4 <= min(cap, k) whose compact buffers fit the workspace.
+  int ld = static_cast<int>(std::min<int64_t>((p.k + 3) / 4 * 4, kInt8GemmSm90OutlierCap));
+  if (p.workspace == nullptr) return 0;
+  while (ld > 0) {
+    size_t need = align_up(static_cast<size_t>(p.m) * ld * 4, kAlign) + static_cast<size_t>(p.n) * ld * 4;
+    if (need <= p.workspace_bytes) break;
+    ld -= 4;
+  }
+  return ld;
+}
+
+}  // namespace
+
+cudaError_t launch_gather_outliers(const Int8GemmParams& p, int ld, float* xo, float* wo, int mode,
+                                   cudaStream_t stream) {
+  if (ld <= 0 || p.outlier_count == nullptr) return cudaSuccess;
+  const int64_t rows = p.m + p.n;
+  dim3 block(32, 8);
+  int64_t blocks = std::min<int64_t>((rows + 7) / 8, 132 * 8);
+  gather_outliers_kernel<<<static_cast<unsigned>(blocks), block, 0, stream>>>(
+      p.x, static_cast<int>(p.x_type), p.wq, p.col_scale, p.outlier_idx, p.outlier_count, p.m, p.n,
+      p.k, ld, mode, xo, wo);
+  return cudaGetLastError();
+}
+
+}  // namespace sm90
+
+bool int8_gemm_sm90_supported(const Int8GemmParams& p) {
+  auto aligned = [](const void* ptr, uintptr_t a) { return (reinterpret_cast<uintptr_t>(ptr) % a) == 0; };
+  if (p.m < 1 || p.n < 8 || p.k < 16) return false;
+  if (p.n % 8 != 0 || p.k % 16 != 0) return false;
+  if (p.m >= (int64_t{1} << 31) || p.n >= (int64_t{1} << 31) || p.k >= (int64_t{1} << 31)) return false;
+  if (!aligned(p.xq, 16) || !aligned(p.wq, 16) || !aligned(p.y, 16)) return false;
+  if (!aligned(p.row_scale, 4) || !aligned(p.col_scale, 4) || !aligned(p.bias, 4)) return false;
+  if (p.outlier_count != nullptr && (p.x == nullptr || p.outlier_idx == nullptr)) return false;
+  return true;
+}
+
+size_t int8_gemm_sm90_workspace_bytes(int64_t m, int64_t n, int64_t k) {
+  const int64_t ld = std::min<int64_t>((k + 3) / 4 * 4, kInt8GemmSm90OutlierCap);
+  return sm90::align_up(static_cast<size_t>(m) * ld * 4, sm90::kAlign) + static_cast<size_t>(n) * ld * 4;
+}
+
+cudaError_t launch_int8_gemm_sm90(const Int8GemmParams& p, cudaStream_t stream) {
+  return sm90::launch_int8_gemm_sm90_mode(p, kInt8GemmSm90OutlierMode, stream);
+}
+
+cudaError_t sm90::launch_int8_gemm_sm90_mode(const Int8GemmParams& p, int outlier_mode, cudaStream_t stream) {
+  if (!int8_gemm_sm90_supported(p)) return cudaErrorNotSupported;
+  sm90::GemmArgs a;
+  a.m = static_cast<int>(p.m);
+  a.n = static_cast<int>(p.n);
+  a.k = static_cast<int>(p.k);
+  a.xq = p.xq;
+  a.wq = p.wq;
+  a.row_scale = p.row_scale;
+  a.col_scale = p.col_scale;
+  a.bias = p.bias;
+  a.x = p.x;
+  a.x_type = static_cast<int>(p.x_type);
+  a.outlier_idx = p.outlier_idx;
+  a.outlier_count = p.outlier_count;
+  a.y = p.y;
+  a.outlier_mode = outlier_mode;
+  if (p.outlier_count != nullptr) {
+    a.ld = sm90::pick_ld(p);
+    if (a.ld > 0) {
+      auto* base = static_cast<char*>(p.workspace);
+      a.xo = reinterpret_cast<const float*>(base);
+      a.wo = reinterpret_cast<const float*>(base + sm90::align_up(static_cast<size_t>(p.m) * a.ld * 4, sm90::kAlign));
+      cudaError_t e = sm90::launch_gather_outliers(p, a.ld, const_cast<float*>(a.xo), const_cast<float*>(a.wo),
+                                                   outlier_mode, stream);
+      if (e != cudaSuccess) return e;
+    }
+  }
+  // Dispatch (H100, benchmarks/cuda/sm90_harness_h100.log): the 64x128 ping-pong kernel wins up to
+  // m = 512 (5120->20480: 109 vs 120 us at m=512, 70 vs 92 at m=256; it also hides the outlier
+  // epilogue behind the other warpgroup's mainloop); the 128x256 cooperative kernel (cluster 2x1)
+  // wins from m = 1024 on (178 vs 258 us at m=1024). The crossover between 512 and 1024 is unmeasured.
+  const bool small = p.m <= kInt8GemmSm90PingpongMaxM;
+  switch (p.y_type) {
+    case FloatType::kBF16: return small ? sm90::gemm_pp_bf16(a, stream) : sm90::gemm_coop_bf16(a, stream);
+    case FloatType::kF16: return small ? sm90::gemm_pp_f16(a, stream) : sm90::gemm_coop_f16(a, stream);
+    case FloatType::kF32: return small ? sm90::gemm_pp_f32(a, stream) : sm90::gemm_coop_f32(a, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace jaxint8::cuda

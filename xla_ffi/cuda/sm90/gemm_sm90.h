@@ -1,0 +1,53 @@
+// Hopper (sm_90a) int8 GEMM with the whole LLM.int8() epilogue fused (CUTLASS 3, wgmma + TMA).
+//
+//   y = cast( acc * (row_scale * col_scale / 16129) + sum_t x[:, idx[t]] * W_deq[idx[t], :] + bias )
+//
+// One launch of a small gather kernel (compact outlier operands into the workspace; it reads the
+// outlier count on the device and exits at once when it is 0) followed by one persistent CUTLASS
+// kernel whose epilogue adds the outlier rank-k term, the bias and the cast. No extra pass over y.
+// The first 8 outlier columns of each output tile are staged in shared memory and multiplied either
+// on CUDA cores in the CPU handler's exact order (mode 0, default) or on the tensor cores (mode 1:
+// mma.sync TF32, x split in three TF32 terms, integer weights exact); further columns up to
+// kInt8GemmSm90OutlierCap on CUDA cores from the workspace, beyond that straight from x / wq. Every count 0..k is handled; large counts are slow (see
+// benchmarks/cuda/SM90_NOTES.md).
+//
+// Only compiled into the sm_90a library (JAXINT8_WITH_SM90); call only on compute capability 9.0.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <cstddef>
+#include <cstdint>
+
+#include "cuda/kernels.h"
+
+namespace jaxint8::cuda {
+
+// Shape/alignment constraints of the Hopper kernels: m >= 1, n % 8 == 0, k % 16 == 0
+// (TMA needs 16-byte aligned row strides), all sizes < 2^31, 16-byte aligned xq / wq / y
+// pointers, 4-byte aligned row_scale / col_scale / bias. Anything else: use the generic path.
+bool int8_gemm_sm90_supported(const Int8GemmParams& p);
+
+// Workspace the launcher wants for these sizes (compact outlier operands, up to
+// kInt8GemmSm90OutlierCap columns stored compactly). A smaller workspace (even 0 bytes) is
+// still correct: outlier columns that do not fit are read directly from x / wq in the
+// epilogue (slower, same numbers).
+size_t int8_gemm_sm90_workspace_bytes(int64_t m, int64_t n, int64_t k);
+inline constexpr int kInt8GemmSm90OutlierCap = 128;
+
+// m <= this: 64x128 ping-pong kernel; above: 128x256 cooperative kernel (cluster 2x1).
+inline constexpr int64_t kInt8GemmSm90PingpongMaxM = 512;
+
+// How the epilogue computes the outlier term: 0 = CUDA cores in the CPU handler's exact operation
+// order (bit-identical to the CPU FFI handler), 1 = tensor cores (mma.sync TF32 with a 3-term split
+// of x; the outlier term differs from the CPU order by <= ~2e-6 of sum_t |x_t w_t|, so elements where
+// terms cancel can differ by more than 1e-6 *relative*). Mode 1 is 10-17% faster on the
+// cooperative (m > 512) kernel with 6 outlier columns (H100: 4096x20480x5120 771 vs 857 us).
+// Default 0 so that CUDA == CPU holds bit for bit; switch to 1 once tests compare with a
+// magnitude-based tolerance. See gemm_sm90_impl.cuh and benchmarks/cuda/SM90_NOTES.md.
+inline constexpr int kInt8GemmSm90OutlierMode = 0;
+
+// Enqueues the GEMM on `stream` (no host synchronization; the outlier count is read only on the
+// device). Returns cudaErrorNotSupported when !int8_gemm_sm90_supported(p).
+cudaError_t launch_int8_gemm_sm90(const Int8GemmParams& p, cudaStream_t stream);
+
+}  // namespace jaxint8::cuda
