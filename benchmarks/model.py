@@ -1,0 +1,394 @@
+"""Model benchmark: prefill and decode tokens/s, bf16 vs LLM.int8(), and weight memory.
+
+OPT-6.7B- and OPT-13B-shaped models with random weights. Timing uses the first ``--layers``
+decoder layers and half as many (plus embeddings and lm_head), so the per-layer cost can be
+extrapolated to the full depth; weight memory is computed for the full depth from the
+abstract parameter shapes (nothing that large is allocated).
+
+Usage::
+
+    python benchmarks/model.py                 # GPU: 6.7B- and 13B-shaped, 4 layers timed
+    python benchmarks/model.py --tiny          # CPU smoke test (seconds)
+    python benchmarks/model.py --configs 13b --layers 8 --decode-batch 1 16
+
+Writes ``benchmarks/results/model_<tag>.json`` and ``.png`` (if matplotlib is installed) and prints
+a table. Int8 ratios are int8 / bf16 throughput measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxint8.models import ModelConfig, QuantConfig, abstract_params, build_model, quantize_model
+from jaxint8.models.generation import GenerationConfig, decode, prefill
+from jaxint8.models.layers import init_kv_cache
+
+CONFIGS = {
+    # OPT shapes (Zhang et al. 2022, Table 1).
+    "6.7b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, ffn_dim=16384),
+    "13b": dict(hidden_size=5120, num_hidden_layers=40, num_attention_heads=40, ffn_dim=20480),
+    "tiny": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, ffn_dim=512),
+}
+_COMMON = dict(
+    model_type="opt", vocab_size=50272, max_position_embeddings=2048, eos_token_id=2, pad_token_id=1
+)
+
+
+def hf_config(name: str, layers: int | None = None) -> ModelConfig:
+    d = {**_COMMON, **CONFIGS[name]}
+    if name == "tiny":
+        d["vocab_size"] = 512
+    if layers:
+        d["num_hidden_layers"] = min(layers, d["num_hidden_layers"])
+    return ModelConfig.from_hf_dict(d)
+
+
+def _nbytes(tree) -> int:
+    return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree_util.tree_leaves(tree))
+
+
+def _projection_bytes(tree) -> int:
+    """Bytes of the projection modules (Dense / Int8Dense dicts with a 2-D kernel), lm_head excluded."""
+    total = 0
+    for k, v in tree.items():
+        if k == "lm_head":
+            continue
+        if isinstance(v, dict) and "kernel" in v and len(v["kernel"].shape) == 2:
+            total += _nbytes(v)
+        elif isinstance(v, dict):
+            total += _projection_bytes(v)
+    return total
+
+
+def memory(name: str) -> dict:
+    """Full-depth weight memory (bytes) of the bf16 and int8 models (from abstract shapes)."""
+    cfg = hf_config(name)
+    bf16 = abstract_params(build_model(cfg, param_dtype=jnp.bfloat16))
+    int8 = abstract_params(build_model(cfg, QuantConfig(int8=True), param_dtype=jnp.bfloat16))
+    res = {
+        "total_bf16": _nbytes(bf16),
+        "total_int8": _nbytes(int8),
+        "projections_bf16": _projection_bytes(bf16),
+        "projections_int8": _projection_bytes(int8),
+    }
+    res["total_ratio"] = res["total_bf16"] / res["total_int8"]
+    res["projections_ratio"] = res["projections_bf16"] / res["projections_int8"]
+    return res
+
+
+def random_params(model, seed=0, outlier_dims: int = 6, outlier_scale: float = 20.0):
+    """bf16 random params drawn on the device: weights N(0, 0.02), norm scales 1.
+
+    Like real OPT models (Dettmers et al. 2022, §4), ``outlier_dims`` hidden dims — the same ones in
+    every layer — carry large values: their norm scale is ``outlier_scale``, so the projection inputs
+    have |x| >= 6 there at most positions and the int8 path runs its outlier decomposition.
+    """
+    abstract = abstract_params(model)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+    dims = np.random.default_rng(seed).choice(model.config.hidden_size, outlier_dims, replace=False)
+
+    @jax.jit
+    def draw(key):
+        keys = jax.random.split(key, len(leaves))
+        out = []
+        for k, (path, s) in zip(keys, leaves):
+            is_norm_scale = str(path[-1].key) == "scale" and len(s.shape) == 1
+            if is_norm_scale:
+                scale = jnp.ones(s.shape, jnp.float32)
+                if s.shape[0] == model.config.hidden_size:
+                    scale = scale.at[dims].set(outlier_scale)
+                out.append(scale.astype(s.dtype))
+            else:
+                out.append((0.02 * jax.random.normal(k, s.shape)).astype(s.dtype))
+        return out
+
+    return jax.tree_util.tree_unflatten(treedef, draw(jax.random.key(seed)))
+
+
+def _time(fn, repeats: int) -> float:
+    jax.block_until_ready(fn())  # compile + warm up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def time_model(
+    model, params, *, prompt_len: int, batch: int, decode_steps: int, repeats: int, decode_too: bool = True
+) -> dict:
+    """Seconds per prefill of ``[batch, prompt_len]`` and per decode step (median)."""
+    cfg = model.config
+    S = prompt_len + decode_steps
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(rng.integers(3, cfg.vocab_size, size=(batch, prompt_len)), jnp.int32)
+    key_mask = jnp.ones((batch, S), bool)
+    cache_dtype = model.dtype or model.param_dtype
+
+    def run_prefill():
+        return prefill(model, params, ids, key_mask, init_kv_cache(cfg, batch, S, cache_dtype))
+
+    t_prefill = _time(run_prefill, repeats)
+    res = {"prefill_s": t_prefill, "prefill_tokens_per_s": batch * prompt_len / t_prefill}
+    if not decode_too:
+        return res
+    logits, cache = run_prefill()
+    gen = GenerationConfig(max_new_tokens=S - prompt_len, eos_token_id=(), pad_token_id=0)
+
+    def run_decode():  # decode does not donate the cache: the same prefilled cache serves every repeat
+        return decode(
+            model,
+            gen,
+            params,
+            logits,
+            cache,
+            key_mask,
+            jnp.int32(prompt_len),
+            jnp.int32(decode_steps),
+            jax.random.key(0),
+        )
+
+    t_decode = _time(run_decode, repeats)
+    return {
+        **res,
+        "decode_step_ms": 1e3 * t_decode / decode_steps,
+        "decode_tokens_per_s": batch * decode_steps / t_decode,
+    }
+
+
+def measure(variants, args) -> list[dict]:
+    """Seconds per prefill call and per decode step of each variant, for every requested shape."""
+    rows = []
+    for prompt_len in args.prompt_len:
+        for batch in args.prefill_batch:
+            row = {
+                "kind": "prefill",
+                "prompt_len": prompt_len,
+                "batch": batch,
+                "tokens_per_call": batch * prompt_len,
+            }
+            for vname, m, p in variants:
+                row[f"{vname}_s"] = time_model(
+                    m,
+                    p,
+                    prompt_len=prompt_len,
+                    batch=batch,
+                    decode_steps=1,
+                    repeats=args.repeats,
+                    decode_too=False,
+                )["prefill_s"]
+            rows.append(row)
+    for batch in args.decode_batch:
+        row = {
+            "kind": "decode",
+            "prompt_len": args.decode_prompt_len,
+            "batch": batch,
+            "tokens_per_call": batch,
+        }
+        for vname, m, p in variants:
+            r = time_model(
+                m,
+                p,
+                prompt_len=args.decode_prompt_len,
+                batch=batch,
+                decode_steps=args.decode_steps,
+                repeats=args.repeats,
+            )
+            row[f"{vname}_s"] = r["decode_step_ms"] / 1e3
+        rows.append(row)
+    return rows
+
+
+def bench_config(name: str, args) -> dict:
+    """Times two depths (``--layers`` and half of it) so the per-layer cost can be separated from
+    the fixed cost (embeddings, lm_head) and extrapolated to the full depth."""
+    full_depth = CONFIGS[name]["num_hidden_layers"]
+    top = min(args.layers, full_depth)
+    depths = sorted({max(1, top // 2), top})
+    per_depth = {}
+    for depth in depths:
+        cfg = hf_config(name, depth)
+        fmodel = build_model(cfg, param_dtype=jnp.bfloat16, dtype=jnp.bfloat16)
+        fparams = random_params(fmodel, outlier_dims=args.outlier_dims)
+        qmodel, qparams = quantize_model(fmodel, fparams, QuantConfig(int8=True, threshold=args.threshold))
+        per_depth[depth] = measure([("bf16", fmodel, fparams), ("int8", qmodel, qparams)], args)
+        del fparams, qparams
+    timing = []
+    for i, row in enumerate(per_depth[top]):
+        out = {k: v for k, v in row.items() if not k.endswith("_s")}
+        for v in ("bf16", "int8"):
+            t_top = row[f"{v}_s"]
+            out[f"{v}_ms"] = 1e3 * t_top
+            out[v] = row["tokens_per_call"] / t_top  # tokens/s with `top` layers (measured)
+            if len(depths) == 2:
+                lo = depths[0]
+                per_layer = max((t_top - per_depth[lo][i][f"{v}_s"]) / (top - lo), 0.0)
+                t_full = t_top + (full_depth - top) * per_layer
+                out[f"{v}_full_depth_est"] = row["tokens_per_call"] / t_full
+        out["ratio"] = out["int8"] / out["bf16"]
+        if "bf16_full_depth_est" in out:
+            out["ratio_full_depth_est"] = out["int8_full_depth_est"] / out["bf16_full_depth_est"]
+        timing.append(out)
+    config = {
+        **CONFIGS[name],
+        "timed_layers": depths,
+        "outlier_dims": args.outlier_dims,
+        "threshold": args.threshold,
+    }
+    return {"config": config, "memory": memory(name), "timing": timing}
+
+
+def print_table(results: dict) -> None:
+    print(
+        f"\n{'config':<7}{'kind':<9}{'batch':>6}{'len':>6}{'bf16 tok/s':>13}{'int8 tok/s':>13}{'int8/bf16':>11}"
+        f"{'full-depth est.':>17}"
+    )
+    for name, r in results["configs"].items():
+        for t in r["timing"]:
+            est = f"{t['ratio_full_depth_est']:>17.2f}" if "ratio_full_depth_est" in t else ""
+            print(
+                f"{name:<7}{t['kind']:<9}{t['batch']:>6}{t['prompt_len']:>6}{t['bf16']:>13.1f}{t['int8']:>13.1f}"
+                f"{t['ratio']:>11.2f}{est}"
+            )
+    print(
+        "(tok/s measured with the last timed depth; 'full-depth est.' = int8/bf16 with the per-layer cost "
+        "extrapolated to all layers)"
+    )
+    print(f"\n{'config':<7}{'bf16 GB':>9}{'int8 GB':>9}{'ratio':>7}{'proj ratio':>12}  (full depth, weights)")
+    for name, r in results["configs"].items():
+        m = r["memory"]
+        print(
+            f"{name:<7}{m['total_bf16'] / 1e9:>9.2f}{m['total_int8'] / 1e9:>9.2f}{m['total_ratio']:>7.3f}"
+            f"{m['projections_ratio']:>12.4f}"
+        )
+    for t in results.get("targets", []):
+        print(f"target {t['name']}: {t['value']:.3f} (>= {t['min']}) {'PASS' if t['pass'] else 'FAIL'}")
+
+
+def targets(results: dict) -> list[dict]:
+    """The issue's targets that this run can check (memory always; decode speed for 13b)."""
+    out = []
+
+    def add(name, value, minimum):
+        out.append({"name": name, "value": value, "min": minimum, "pass": bool(value >= minimum)})
+
+    for name, r in results["configs"].items():
+        if name == "tiny":
+            continue
+        add(f"{name} projections bf16/int8 memory", r["memory"]["projections_ratio"], 1.99)
+        if name == "13b":
+            add("13b total bf16/int8 memory", r["memory"]["total_ratio"], 1.9)
+            for t in r["timing"]:
+                if t["kind"] == "decode":
+                    add(
+                        f"13b decode b{t['batch']} int8/bf16 tok/s ({max(r['config']['timed_layers'])} layers)",
+                        t["ratio"],
+                        1.6,
+                    )
+                    if "ratio_full_depth_est" in t:
+                        add(
+                            f"13b decode b{t['batch']} int8/bf16 tok/s (full-depth est.)",
+                            t["ratio_full_depth_est"],
+                            1.6,
+                        )
+    return out
+
+
+def plot(results: dict, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return
+    names = list(results["configs"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    labels, bf, i8 = [], [], []
+    for n in names:
+        for t in results["configs"][n]["timing"]:
+            labels.append(f"{n}\n{t['kind']} b{t['batch']}")
+            bf.append(t["bf16"])
+            i8.append(t["int8"])
+    x = np.arange(len(labels))
+    axes[0].bar(x - 0.2, bf, 0.4, label="bf16")
+    axes[0].bar(x + 0.2, i8, 0.4, label="int8 (LLM.int8())")
+    axes[0].set_xticks(x, labels, fontsize=7)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("tokens / s")
+    axes[0].set_title(f"throughput ({results['device']})")
+    axes[0].legend()
+    x = np.arange(len(names))
+    axes[1].bar(
+        x - 0.2, [results["configs"][n]["memory"]["total_bf16"] / 1e9 for n in names], 0.4, label="bf16"
+    )
+    axes[1].bar(
+        x + 0.2, [results["configs"][n]["memory"]["total_int8"] / 1e9 for n in names], 0.4, label="int8"
+    )
+    axes[1].set_xticks(x, names)
+    axes[1].set_ylabel("weight memory (GB, full depth)")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tiny", action="store_true", help="small CPU smoke test")
+    p.add_argument("--configs", nargs="+", default=None, choices=list(CONFIGS))
+    p.add_argument("--layers", type=int, default=4, help="decoder layers to time (memory is full depth)")
+    p.add_argument("--prompt-len", type=int, nargs="+", default=[512, 2048])
+    p.add_argument("--prefill-batch", type=int, nargs="+", default=[1])
+    p.add_argument("--decode-batch", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--decode-prompt-len", type=int, default=128)
+    p.add_argument("--decode-steps", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threshold", type=float, default=6.0)
+    p.add_argument("--outlier-dims", type=int, default=6, help="planted systematic outlier dims (0: none)")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/model_<tag>.json)")
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.configs = args.configs or ["tiny"]
+        args.prompt_len, args.decode_batch, args.decode_steps, args.repeats = [32], [1, 4], 8, 2
+        args.decode_prompt_len = 16
+    args.configs = args.configs or ["6.7b", "13b"]
+
+    dev = jax.devices()[0]
+    results = {
+        "device": getattr(dev, "device_kind", str(dev)),
+        "platform": dev.platform,
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+        "argv": sys.argv[1:] if argv is None else list(argv),
+        "configs": {},
+    }
+    for name in args.configs:
+        print(f"benchmarking {name} ...", flush=True)
+        results["configs"][name] = bench_config(name, args)
+    results["targets"] = targets(results)
+    print_table(results)
+    tag = "tiny" if args.tiny else results["device"].replace(" ", "_").lower()
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"model_{tag}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"wrote {out}")
+    plot(results, os.path.splitext(out)[0] + ".png")
+    return results
+
+
+if __name__ == "__main__":
+    main()
