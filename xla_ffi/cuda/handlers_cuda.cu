@@ -171,7 +171,8 @@ ffi::Error QuantizeRows(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer co
   cudaError_t err = launch_quantize_rows(
       x.untyped_data(), float_type(x.element_type()), col_amax.typed_data<float>(), threshold,
       sh.nb, sh.s, sh.h, xq->typed_data<int8_t>(), row_scale->typed_data<float>(),
-      outlier_idx->typed_data<int32_t>(), outlier_count->typed_data<int32_t>(), stream);
+      outlier_idx->typed_data<int32_t>(), outlier_count->typed_data<int32_t>(),
+      device_info().num_sms, stream);
   if (err != cudaSuccess) return cuda_error(err, "quantize_rows");
   return ffi::Error::Success();
 }

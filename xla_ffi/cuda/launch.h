@@ -18,7 +18,7 @@ cudaError_t launch_column_absmax(const void* x, FloatType t, int64_t nb, int64_t
 cudaError_t launch_quantize_rows(const void* x, FloatType t, const float* col_amax,
                                  float threshold, int64_t nb, int64_t s, int64_t h, int8_t* xq,
                                  float* row_scale, int32_t* outlier_idx, int32_t* outlier_count,
-                                 cudaStream_t stream);
+                                 int num_sms, cudaStream_t stream);
 
 // Skinny GEMM (memory-bound on the weight): 16 tokens per grid row, mma.sync m16n8k32 with
 // the weight as the M operand, K split over the warps of a block. Any m, n, k and alignment.

@@ -137,9 +137,14 @@ __global__ void __launch_bounds__(256) column_absmax_vec_kernel(const T* __restr
   if (c < h) store_absmax(out + b * h + c, r, atomic);
 }
 
+// Row pass block sizes: 256 threads when there are many rows (many blocks fill the GPU), 1024
+// when there are few (decode: one block per row, so a row's loads must be in flight at once;
+// 256 threads left h = 20480 at 11.5 us for one token, 1024 bring it to one load round trip).
 constexpr int kRowThreads = 256;
+constexpr int kRowThreadsFew = 1024;
 
 // Block-wide NaN-propagating max; every thread gets the result.
+template <int THREADS>
 __device__ __forceinline__ float block_absmax(float v, float* scratch) {
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) v = nan_absmax(v, __shfl_xor_sync(0xffffffffu, v, off));
@@ -148,23 +153,40 @@ __device__ __forceinline__ float block_absmax(float v, float* scratch) {
   __syncthreads();
   float r = scratch[0];
 #pragma unroll
-  for (int w = 1; w < kRowThreads / 32; ++w) r = nan_absmax(r, scratch[w]);
+  for (int w = 1; w < THREADS / 32; ++w) r = nan_absmax(r, scratch[w]);
   return r;
 }
 
-// Outlier list of one batch element: ascending column indices, -1 padding, count.
-// 8 consecutive columns per thread and step (2048 per block step), block-wide exclusive scan.
-__device__ void write_outlier_list(const float* __restrict__ amax, float threshold, int64_t h,
-                                   int32_t* __restrict__ idx, int32_t* __restrict__ count) {
-  __shared__ int warp_counts[kRowThreads / 32];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  int64_t base = 0;  // outliers found before this step
-  for (int64_t c0 = 0; c0 < h; c0 += 8 * kRowThreads) {
-    const int64_t c = c0 + 8 * threadIdx.x;
-    unsigned flags = 0;
+// Outlier flags of 8 consecutive columns c..c+7 (bit i = column c + i), 16-byte loads when VEC.
+template <bool VEC>
+__device__ __forceinline__ unsigned outlier_flags8(const float* __restrict__ amax, float threshold,
+                                                   int64_t c, int64_t h) {
+  unsigned flags = 0;
+  if (VEC && c + 8 <= h) {
+    const float4 a0 = *reinterpret_cast<const float4*>(amax + c);
+    const float4 a1 = *reinterpret_cast<const float4*>(amax + c + 4);
+    const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) flags |= is_outlier(a[i], threshold) ? 1u << i : 0u;
+  } else {
 #pragma unroll
     for (int i = 0; i < 8; ++i)
       if (c + i < h && is_outlier(amax[c + i], threshold)) flags |= 1u << i;
+  }
+  return flags;
+}
+
+// Outlier list of one batch element: ascending column indices, -1 padding, count.
+// 8 consecutive columns per thread and step (8 * THREADS per block step), block-wide exclusive scan.
+template <int THREADS, bool VEC>
+__device__ void write_outlier_list(const float* __restrict__ amax, float threshold, int64_t h,
+                                   int32_t* __restrict__ idx, int32_t* __restrict__ count) {
+  __shared__ int warp_counts[THREADS / 32];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int64_t base = 0;  // outliers found before this step
+  for (int64_t c0 = 0; c0 < h; c0 += 8 * THREADS) {
+    const int64_t c = c0 + 8 * threadIdx.x;
+    const unsigned flags = outlier_flags8<VEC>(amax, threshold, c, h);
     const int mine = __popc(flags);
     int incl = mine;  // inclusive warp scan
 #pragma unroll
@@ -176,7 +198,7 @@ __device__ void write_outlier_list(const float* __restrict__ amax, float thresho
     __syncthreads();
     int before = 0, total = 0;
 #pragma unroll
-    for (int w = 0; w < kRowThreads / 32; ++w) {
+    for (int w = 0; w < THREADS / 32; ++w) {
       before += w < warp ? warp_counts[w] : 0;
       total += warp_counts[w];
     }
@@ -187,66 +209,62 @@ __device__ void write_outlier_list(const float* __restrict__ amax, float thresho
     base += total;
     __syncthreads();  // warp_counts is rewritten by the next step
   }
-  for (int64_t c = base + threadIdx.x; c < h; c += kRowThreads) idx[c] = -1;
+  for (int64_t c = base + threadIdx.x; c < h; c += THREADS) idx[c] = -1;
   if (threadIdx.x == 0) *count = static_cast<int32_t>(base);
 }
 
 // Grid (s + 1, nb): block (r < s, b) quantizes row r of batch b; block (s, b) writes batch b's
 // outlier list (in parallel with the rows). VEC: 8 elements per thread and step (h % 8 == 0, aligned rows),
 // else one. The row is read twice (max, then quantize); the second read hits L1/L2.
-template <typename T, bool VEC>
-__global__ void __launch_bounds__(kRowThreads) quantize_rows_kernel(
+template <typename T, bool VEC, int THREADS>
+__global__ void __launch_bounds__(THREADS) quantize_rows_kernel(
     const T* __restrict__ x, const float* __restrict__ col_amax, float threshold, int64_t s,
     int64_t h, int8_t* __restrict__ xq, float* __restrict__ row_scale,
     int32_t* __restrict__ outlier_idx, int32_t* __restrict__ outlier_count) {
   const int64_t b = blockIdx.y, r = blockIdx.x;
   const float* amax = col_amax + b * h;
   if (r == s) {
-    write_outlier_list(amax, threshold, h, outlier_idx + b * h, outlier_count + b);
+    write_outlier_list<THREADS, VEC>(amax, threshold, h, outlier_idx + b * h, outlier_count + b);
     return;
   }
   const int64_t row = b * s + r;
   const T* xr = x + row * h;
   int8_t* qr = xq + row * h;
-  __shared__ float scratch[kRowThreads / 32];
+  __shared__ float scratch[THREADS / 32];
   float m = 0.0f;
   if constexpr (VEC) {
 #pragma unroll 4
-    for (int64_t c = 8 * threadIdx.x; c < h; c += 8 * kRowThreads) {
+    for (int64_t c = 8 * threadIdx.x; c < h; c += 8 * THREADS) {
       float v[8];
       Vec8<T>::load(xr + c, v);
-      const float4 a0 = *reinterpret_cast<const float4*>(amax + c);
-      const float4 a1 = *reinterpret_cast<const float4*>(amax + c + 4);
-      const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+      const unsigned flags = outlier_flags8<true>(amax, threshold, c, h);
 #pragma unroll
       for (int i = 0; i < 8; ++i)
-        if (!is_outlier(a[i], threshold)) m = nan_absmax(m, v[i]);
+        if (!(flags & (1u << i))) m = nan_absmax(m, v[i]);
     }
   } else {
-    for (int64_t c = threadIdx.x; c < h; c += kRowThreads)
+    for (int64_t c = threadIdx.x; c < h; c += THREADS)
       if (!is_outlier(amax[c], threshold)) m = nan_absmax(m, FloatIO<T>::load(xr + c));
   }
-  m = block_absmax(m, scratch);
+  m = block_absmax<THREADS>(m, scratch);
   if (threadIdx.x == 0) row_scale[row] = m;
   const float mult = quant_multiplier(m);
   if constexpr (VEC) {
 #pragma unroll 4
-    for (int64_t c = 8 * threadIdx.x; c < h; c += 8 * kRowThreads) {
+    for (int64_t c = 8 * threadIdx.x; c < h; c += 8 * THREADS) {
       float v[8];
       Vec8<T>::load(xr + c, v);
-      const float4 a0 = *reinterpret_cast<const float4*>(amax + c);
-      const float4 a1 = *reinterpret_cast<const float4*>(amax + c + 4);
-      const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+      const unsigned flags = outlier_flags8<true>(amax, threshold, c, h);
       uint32_t packed[2] = {0u, 0u};
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
-        const int8_t q = is_outlier(a[i], threshold) ? int8_t{0} : quantize_value(v[i], mult);
+        const int8_t q = (flags & (1u << i)) ? int8_t{0} : quantize_value(v[i], mult);
         packed[i >> 2] |= static_cast<uint32_t>(static_cast<uint8_t>(q)) << (8 * (i & 3));
       }
       *reinterpret_cast<uint2*>(qr + c) = make_uint2(packed[0], packed[1]);
     }
   } else {
-    for (int64_t c = threadIdx.x; c < h; c += kRowThreads)
+    for (int64_t c = threadIdx.x; c < h; c += THREADS)
       qr[c] = is_outlier(amax[c], threshold) ? int8_t{0} : quantize_value(FloatIO<T>::load(xr + c), mult);
   }
 }
@@ -284,22 +302,26 @@ cudaError_t column_absmax_t(const T* x, int64_t nb, int64_t s, int64_t h, float*
 template <typename T>
 cudaError_t quantize_rows_t(const T* x, const float* col_amax, float threshold, int64_t nb,
                             int64_t s, int64_t h, int8_t* xq, float* row_scale, int32_t* idx,
-                            int32_t* count, cudaStream_t stream) {
+                            int32_t* count, int num_sms, cudaStream_t stream) {
   if (nb == 0) return cudaSuccess;
   const bool vec = h % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(col_amax) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(xq) % 8 == 0;
   const int64_t rows = s + 1;  // + the outlier-list block
+  const bool few = nb * rows < num_sms;  // under one block per SM: make each block wide
   // grid.x limit 2^31-1 (rows), grid.y 65535 (batch): split the batch if needed.
   for (int64_t b0 = 0; b0 < nb; b0 += 65535) {
     const int64_t nbc = std::min<int64_t>(65535, nb - b0);
     dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(nbc));
-    auto args = [&](auto kernel) {
-      kernel<<<grid, kRowThreads, 0, stream>>>(x + b0 * s * h, col_amax + b0 * h, threshold, s, h,
-                                               xq + b0 * s * h, row_scale + b0 * s, idx + b0 * h,
-                                               count + b0);
+    auto run = [&](auto kernel, int threads) {
+      kernel<<<grid, threads, 0, stream>>>(x + b0 * s * h, col_amax + b0 * h, threshold, s, h,
+                                           xq + b0 * s * h, row_scale + b0 * s, idx + b0 * h,
+                                           count + b0);
     };
-    if (vec) args(quantize_rows_kernel<T, true>); else args(quantize_rows_kernel<T, false>);
+    if (vec && few) run(quantize_rows_kernel<T, true, kRowThreadsFew>, kRowThreadsFew);
+    else if (vec) run(quantize_rows_kernel<T, true, kRowThreads>, kRowThreads);
+    else if (few) run(quantize_rows_kernel<T, false, kRowThreadsFew>, kRowThreadsFew);
+    else run(quantize_rows_kernel<T, false, kRowThreads>, kRowThreads);
     JAXINT8_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   }
   return cudaSuccess;
@@ -322,17 +344,17 @@ cudaError_t launch_column_absmax(const void* x, FloatType t, int64_t nb, int64_t
 cudaError_t launch_quantize_rows(const void* x, FloatType t, const float* col_amax,
                                  float threshold, int64_t nb, int64_t s, int64_t h, int8_t* xq,
                                  float* row_scale, int32_t* outlier_idx, int32_t* outlier_count,
-                                 cudaStream_t stream) {
+                                 int num_sms, cudaStream_t stream) {
   switch (t) {
     case FloatType::kF32:
       return quantize_rows_t(static_cast<const float*>(x), col_amax, threshold, nb, s, h, xq,
-                             row_scale, outlier_idx, outlier_count, stream);
+                             row_scale, outlier_idx, outlier_count, num_sms, stream);
     case FloatType::kBF16:
       return quantize_rows_t(static_cast<const __nv_bfloat16*>(x), col_amax, threshold, nb, s, h,
-                             xq, row_scale, outlier_idx, outlier_count, stream);
+                             xq, row_scale, outlier_idx, outlier_count, num_sms, stream);
     default:
       return quantize_rows_t(static_cast<const __half*>(x), col_amax, threshold, nb, s, h, xq,
-                             row_scale, outlier_idx, outlier_count, stream);
+                             row_scale, outlier_idx, outlier_count, num_sms, stream);
   }
 }
 
