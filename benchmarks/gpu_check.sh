@@ -11,6 +11,9 @@
 #   BENCH_ARGS="--tokens 1,16"           extra arguments for benchmarks/layer.py
 #   MODEL_ARGS="--configs 13b"           extra arguments for benchmarks/model.py
 #   TEST_PATHS="default tiled skinny"    GEMM paths the GPU tests run with
+#   TIMELINE_ARGS="--tokens 1,128"       arguments for benchmarks/timeline.py (phase "timeline":
+#                                        kernel time vs wall time per call, with XLA's command
+#                                        buffers on (default) and off)
 #   Carried .whl/nvidia_cutlass*.whl is installed first when CUTLASS is missing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +47,8 @@ fi
 # The checkout itself is the package: the extension built above (or a carried one) sits in
 # jaxint8/, so everything below imports ./jaxint8.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# The wheel maps models/ to jaxint8.models; the checkout gets the same through a link (ignored by git).
+[ -e jaxint8/models ] || ln -s ../models jaxint8/models
 $PY -c "import jaxint8, jax; print('jaxint8 from', jaxint8.__file__, 'cuda', jaxint8.BUILT_WITH_CUDA, jax.devices())" 2>&1 | tail -1
 
 if has test; then
@@ -86,6 +91,12 @@ if has profile; then  # per-kernel GPU times (ncu), default dispatch and the sm8
   done
 fi
 
+if has timeline; then
+  $PY benchmarks/timeline.py ${TIMELINE_ARGS:-} >"$OUT/timeline.log" 2>&1 || status=1
+  XLA_FLAGS="--xla_gpu_enable_command_buffer=" $PY benchmarks/timeline.py ${TIMELINE_ARGS:-} \
+    >"$OUT/timeline-nocmdbuf.log" 2>&1 || status=1
+fi
+
 if has bench; then
   $PY benchmarks/layer.py --out "$OUT/layer.json" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1 || status=1
   cp "$OUT"/layer.json "$OUT"/layer.png benchmarks/results/ 2>/dev/null || true
@@ -100,4 +111,7 @@ echo
 printf '%s\n' "${summary[@]}"
 if has bench; then sed -n '/^device:/,$p' "$OUT/bench.log"; tail -5 "$OUT/bench.log" | grep -i error; fi
 if has model; then grep -v "^wrote" "$OUT/model.log" | tail -25; fi
+if has timeline; then
+  for f in timeline timeline-nocmdbuf; do echo "== $f"; sed -n '/^ *shape /,$p' "$OUT/$f.log"; tail -3 "$OUT/$f.log" | grep -i error; done
+fi
 exit $status
