@@ -29,6 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import devicetime  # noqa: E402
+
 from jaxint8.models import ModelConfig, QuantConfig, abstract_params, build_model, quantize_model
 from jaxint8.models.generation import GenerationConfig, decode, prefill
 from jaxint8.models.layers import init_kv_cache
@@ -87,11 +90,17 @@ def memory(name: str) -> dict:
 
 
 def random_params(model, seed=0, outlier_dims: int = 6, outlier_scale: float = 20.0):
-    """bf16 random params drawn on the device: weights N(0, 0.02), norm scales 1.
+    """bf16 random params drawn on the device: projection kernels N(0, 1/fan_in), other weights
+    (embeddings) N(0, 0.02), norm scales 1.
 
     Like real OPT models (Dettmers et al. 2022, §4), ``outlier_dims`` hidden dims — the same ones in
     every layer — carry large values: their norm scale is ``outlier_scale``, so the projection inputs
     have |x| >= 6 there at most positions and the int8 path runs its outlier decomposition.
+
+    The 1/fan_in variance keeps every other activation near unit scale, as in trained models, where
+    |x| >= 6 outside the systematic dims is rare. With N(0, 0.02) everywhere fc1's outputs had
+    std ~1.7 at h = 5120, and at 512 tokens fc2's input had 3162 of 20480 columns with |x| >= 6
+    (chance hits of a Gaussian tail, not outlier features), which no real checkpoint shows.
     """
     abstract = abstract_params(model)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
@@ -109,7 +118,9 @@ def random_params(model, seed=0, outlier_dims: int = 6, outlier_scale: float = 2
                     scale = scale.at[dims].set(outlier_scale)
                 out.append(scale.astype(s.dtype))
             else:
-                out.append((0.02 * jax.random.normal(k, s.shape)).astype(s.dtype))
+                is_kernel = str(path[-1].key) == "kernel" and len(s.shape) == 2
+                std = 1.0 / np.sqrt(s.shape[0]) if is_kernel else 0.02
+                out.append((std * jax.random.normal(k, s.shape)).astype(s.dtype))
         return out
 
     return jax.tree_util.tree_unflatten(treedef, draw(jax.random.key(seed)))
@@ -126,7 +137,15 @@ def _time(fn, repeats: int) -> float:
 
 
 def time_model(
-    model, params, *, prompt_len: int, batch: int, decode_steps: int, repeats: int, decode_too: bool = True
+    model,
+    params,
+    *,
+    prompt_len: int,
+    batch: int,
+    decode_steps: int,
+    repeats: int,
+    decode_too: bool = True,
+    trace: bool = False,
 ) -> dict:
     """Seconds per prefill of ``[batch, prompt_len]`` and per decode step (median)."""
     cfg = model.config
@@ -160,17 +179,54 @@ def time_model(
         )
 
     t_decode = _time(run_decode, repeats)
-    return {
+    res = {
         **res,
         "decode_step_ms": 1e3 * t_decode / decode_steps,
         "decode_tokens_per_s": batch * decode_steps / t_decode,
+    }
+    if trace:
+        res["decode_trace"] = trace_decode(run_decode, decode_steps)
+    return res
+
+
+def kernel_group(name: str) -> str:
+    """Coarse class of a GPU kernel for the decode breakdown."""
+    n = name.lower()
+    if any(k in n for k in ("jaxint8", "skinny_kernel", "quantize_", "column_absmax", "gather_outliers", "cutlass")):
+        return "int8 kernels"
+    if any(k in n for k in ("gemm", "nvjet", "cublas", "dot")):
+        return "XLA GEMMs"
+    if "memset" in n or "memcpy" in n:
+        return "memset/copy"
+    return "other XLA"
+
+
+def trace_decode(run_decode, decode_steps: int, execs: int = 2) -> dict | None:
+    """Device timeline of the decode loop, per step: span, GPU busy time, time per kernel class.
+
+    span >> busy means the step is host-bound (launches, the while loop's per-step predicate
+    read-back), not kernel-bound.
+    """
+    dev = devicetime.trace_programs({"decode": (run_decode, ())}, decode_steps, execs)
+    if dev is None:
+        return None
+    d = dev["decode"]
+    groups: dict = {}
+    for name, t in d["kernels"].items():
+        groups[kernel_group(name)] = groups.get(kernel_group(name), 0.0) + t
+    top = sorted(d["kernels"].items(), key=lambda kv: -kv[1])[:8]
+    return {
+        "span_us": 1e6 * d["span"],
+        "busy_us": 1e6 * d["busy"],
+        "groups_us": {k: 1e6 * v for k, v in groups.items()},
+        "top_kernels_us": {k[:90]: 1e6 * v for k, v in top},
     }
 
 
 def measure(variants, args) -> list[dict]:
     """Seconds per prefill call and per decode step of each variant, for every requested shape."""
     rows = []
-    for prompt_len in args.prompt_len:
+    for prompt_len in (p for p in args.prompt_len if p > 0):  # 0: no prefill rows
         for batch in args.prefill_batch:
             row = {
                 "kind": "prefill",
@@ -204,10 +260,24 @@ def measure(variants, args) -> list[dict]:
                 batch=batch,
                 decode_steps=args.decode_steps,
                 repeats=args.repeats,
+                trace=args.trace,
             )
             row[f"{vname}_s"] = r["decode_step_ms"] / 1e3
+            if "decode_trace" in r:
+                row[f"{vname}_trace"] = r["decode_trace"]
+                print_trace(f"{vname} decode b{batch} ({m.config.num_layers} layers)", r["decode_trace"])
         rows.append(row)
     return rows
+
+
+def print_trace(title: str, t: dict | None) -> None:
+    if t is None:
+        print(f"{title}: trace unavailable (no GPU events or executions not separable)")
+        return
+    groups = ", ".join(f"{k} {v:.0f}" for k, v in sorted(t["groups_us"].items(), key=lambda kv: -kv[1]))
+    print(f"{title}: per step span {t['span_us']:.0f} us, GPU busy {t['busy_us']:.0f} us ({groups})", flush=True)
+    for k, v in t["top_kernels_us"].items():
+        print(f"    {v:8.1f} us  {k[:70]}")
 
 
 def bench_config(name: str, args) -> dict:
@@ -227,6 +297,9 @@ def bench_config(name: str, args) -> dict:
     timing = []
     for i, row in enumerate(per_depth[top]):
         out = {k: v for k, v in row.items() if not k.endswith("_s")}
+        for v in ("bf16", "int8"):  # traces of the lower depth too: the per-layer difference
+            if f"{v}_trace" in per_depth[depths[0]][i] and len(depths) == 2:
+                out[f"{v}_trace_{depths[0]}_layers"] = per_depth[depths[0]][i][f"{v}_trace"]
         for v in ("bf16", "int8"):
             t_top = row[f"{v}_s"]
             out[f"{v}_ms"] = 1e3 * t_top
@@ -350,13 +423,14 @@ def main(argv=None):
     p.add_argument("--tiny", action="store_true", help="small CPU smoke test")
     p.add_argument("--configs", nargs="+", default=None, choices=list(CONFIGS))
     p.add_argument("--layers", type=int, default=4, help="decoder layers to time (memory is full depth)")
-    p.add_argument("--prompt-len", type=int, nargs="+", default=[512, 2048])
+    p.add_argument("--prompt-len", type=int, nargs="+", default=[512, 2048], help="prefill lengths (0: none)")
     p.add_argument("--prefill-batch", type=int, nargs="+", default=[1])
     p.add_argument("--decode-batch", type=int, nargs="+", default=[1, 16])
     p.add_argument("--decode-prompt-len", type=int, default=128)
     p.add_argument("--decode-steps", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threshold", type=float, default=6.0)
+    p.add_argument("--trace", action="store_true", help="trace the decode loop: span, busy time, kernels per step")
     p.add_argument("--outlier-dims", type=int, default=6, help="planted systematic outlier dims (0: none)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/model_<tag>.json)")
     args = p.parse_args(argv)
@@ -373,6 +447,7 @@ def main(argv=None):
         "jax": jax.__version__,
         "python": platform.python_version(),
         "argv": sys.argv[1:] if argv is None else list(argv),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "configs": {},
     }
     for name in args.configs:

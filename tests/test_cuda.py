@@ -197,7 +197,9 @@ def test_cuda_matches_cpu_random(block):
 
 @pytest.mark.parametrize("dtype", [F32, BF16, F16])
 @pytest.mark.parametrize("s,h,o", [(1, 4096, 512), (16, 1024, 1000), (17, 512, 264),
-                                   (300, 1024, 520), (1024, 512, 384), (40, 5120, 256)])
+                                   (300, 1024, 520), (1024, 512, 384), (40, 5120, 256),
+                                   # decode sizes with wide rows (the early-launch chain)
+                                   (2, 40960, 64), (16, 49152, 40)])
 def test_cuda_matches_cpu_model_shapes(dtype, s, h, o):
     rng = np.random.default_rng(s * 7 + h + o)
     x = rng.standard_normal((s, h)).astype(np.float32)
@@ -238,23 +240,29 @@ def test_cuda_all_outliers_chunks():
         assert (rg[1] == 0).all()
 
 
-def test_cuda_nan_and_inf_propagate():
+# s = 5: decode-sized, so the fused target chains its kernels with programmatic dependent launch.
+@pytest.mark.parametrize("s,dtype", [(40, F32), (5, BF16)])
+def test_cuda_nan_and_inf_propagate(s, dtype):
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((40, 64)).astype(np.float32)
+    x = rng.standard_normal((s, 64)).astype(np.float32)
     x[3, 5] = np.nan
-    x[20, 7] = np.inf
+    x[s // 2, 7] = np.inf
     wq, ws = quantize_weight_np(0.02 * rng.standard_normal((64, 48)))
     for thr in (6.0, 0.0):
-        rc, rg = run_both(jnp.asarray(x), jnp.asarray(wq), jnp.asarray(ws),
-                          jnp.zeros((0,), F32), thr, F32)
-        # NaN payloads may differ: compare masks for the float parts, exact for the rest.
-        for a, b in zip(rc[:5], rg[:5]):
-            np.testing.assert_array_equal(a, b)
-        yc, yg = rc[5], rg[5]
-        np.testing.assert_array_equal(np.isfinite(yc), np.isfinite(yg))
-        assert not np.isfinite(yg[3]).any() and not np.isfinite(yg[20]).any()
-        ok = np.isfinite(yc)
-        np.testing.assert_allclose(yg[ok], yc[ok], rtol=1e-6, atol=1e-6)
+        args = (jnp.asarray(x, dtype), jnp.asarray(wq), jnp.asarray(ws), jnp.zeros((0,), F32))
+        rc, rg = run_both(*args, thr, F32)
+        _, gpu = _devices()
+        rf = [np.asarray(a) for a in fused(*jax.device_put(args, gpu), threshold=thr, out_dtype=F32)]
+        for got in (rg, rf):
+            # NaN payloads may differ: compare masks for the float parts, exact for the rest.
+            first = 0 if thr > 0 or got is rg else 1  # fused, threshold 0: col_amax is zeros
+            for a, b in zip(rc[first:5], got[first:5]):
+                np.testing.assert_array_equal(a, b)
+            yc, yg = rc[5], got[5]
+            np.testing.assert_array_equal(np.isfinite(yc), np.isfinite(yg))
+            assert not np.isfinite(yg[3]).any() and not np.isfinite(yg[s // 2]).any()
+            ok = np.isfinite(yc)
+            np.testing.assert_allclose(yg[ok], yc[ok], rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("h", [4096, 12288])
@@ -298,10 +306,13 @@ def test_cuda_public_op_matches_cpu():
     np.testing.assert_allclose(yg, yc, rtol=2.0**-8, atol=1e-3 * np.abs(yc).max())
 
 
+@pytest.mark.parametrize("target", ["chain", "fused"])
 @pytest.mark.parametrize("s", [3, 64])
-def test_cuda_chain_in_one_program(s):
+def test_cuda_chain_in_one_program(s, target):
     """Several layers in one jitted program: long enough for XLA to record the (command-buffer
-    compatible) handlers into CUDA graphs; results must still equal the CPU handlers'."""
+    compatible) handlers into CUDA graphs; results must still equal the CPU handlers'. "fused" at 3
+    tokens records the decode kernels chained by programmatic dependent launch."""
+    op = pipeline if target == "chain" else fused
     rng = np.random.default_rng(5 + s)
     h = 256
     x = rng.standard_normal((s, h)).astype(np.float32)
@@ -315,14 +326,15 @@ def test_cuda_chain_in_one_program(s):
     def net(x, ws):
         outs = []
         for wq, sc in ws:
-            y = pipeline(x, wq, sc, jnp.zeros((0,), F32), threshold=6.0, out_dtype=F32)[5]
+            y = op(x, wq, sc, jnp.zeros((0,), F32), threshold=6.0, out_dtype=F32)[5]
             outs.append(y)
-            x = jnp.tanh(y) * 8.0
+            x = (jnp.tanh(y) * 8.0).astype(x.dtype)
         return outs
 
     cpu, gpu = _devices()
-    yc = net(*jax.device_put((jnp.asarray(x), ws), cpu))
-    yg = net(*jax.device_put((jnp.asarray(x), ws), gpu))
+    x = jnp.asarray(x, F32 if target == "chain" else BF16)
+    yc = net(*jax.device_put((x, ws), cpu))
+    yg = net(*jax.device_put((x, ws), gpu))
     for a, b in zip(yc, yg):
         # Layer outputs feed the next layer's quantization, so a last-bit difference (the sm90
         # epilogue's summation order) can move later layers by more than one ulp.

@@ -11,7 +11,8 @@
 //   4. anything else (odd k, unaligned)         -> skinny kernel, 16 tokens per grid row
 //                                                  (correct for every shape, not fast).
 // JAXINT8_GEMM_PATH=skinny|tiled|sm90 (environment, read once) forces a path where it is
-// supported, for tests and benchmarks.
+// supported, for tests and benchmarks. In the fused target on sm_90+ with m <= 16, the row pass and
+// the skinny GEMM are programmatic dependent launches (see LlmInt8Matmul).
 //
 // jaxint8_llm_int8_matmul runs the three handlers in one custom call (the single-device path
 // of jaxint8.llm_int8_matmul): each FFI call costs ~13-20 us of host overhead on jax 0.11.2,
@@ -123,8 +124,9 @@ FloatType float_type(ffi::DataType t) {
 
 size_t float_bytes(FloatType t) { return t == FloatType::kF32 ? 4 : 2; }
 
-// One GEMM problem through the dispatch documented at the top of the file.
-cudaError_t run_gemm(const Int8GemmParams& p, const DeviceInfo& dev, cudaStream_t stream) {
+// One GEMM problem through the dispatch documented at the top of the file. pdl: the previous
+// kernel on the stream is the row pass, which lets the skinny GEMM launch early.
+cudaError_t run_gemm(const Int8GemmParams& p, const DeviceInfo& dev, cudaStream_t stream, bool pdl) {
   const ForcedPath forced = forced_path();
   const bool tiled_ok = int8_gemm_tiled_supported(p);
 #ifdef JAXINT8_WITH_SM90
@@ -143,7 +145,16 @@ cudaError_t run_gemm(const Int8GemmParams& p, const DeviceInfo& dev, cudaStream_
     skinny = false;
     sm90 = true;
   }
-  if (skinny) return launch_int8_gemm_skinny(p, dev.num_sms, stream);
+  if (skinny) {
+    // Under the early launch the blocks warm L2 with the first 2 KB of each of their weight rows
+    // (~13 MB over the first wave; measured: 4096->16384 at 1 token 35.0 -> 31.6 us, vs 0 bytes).
+    // JAXINT8_L2_PREFETCH=<bytes> (environment, read once) overrides it, for measurements.
+    static const int prefetch =
+        std::getenv("JAXINT8_L2_PREFETCH") ? std::atoi(std::getenv("JAXINT8_L2_PREFETCH")) : 2048;
+    Int8GemmParams q = p;
+    q.l2_prefetch_bytes = pdl ? prefetch : 0;
+    return launch_int8_gemm_skinny(q, dev.num_sms, stream, pdl);
+  }
 #ifdef JAXINT8_WITH_SM90
   if (sm90) return launch_int8_gemm_sm90(p, stream);
 #endif
@@ -161,10 +172,11 @@ ffi::Error ColumnAbsmax(cudaStream_t stream, ffi::AnyBuffer x, ffi::Result<ffi::
   return ffi::Error::Success();
 }
 
-ffi::Error QuantizeRows(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer col_amax,
-                        ffi::Result<ffi::AnyBuffer> xq, ffi::Result<ffi::AnyBuffer> row_scale,
-                        ffi::Result<ffi::AnyBuffer> outlier_idx,
-                        ffi::Result<ffi::AnyBuffer> outlier_count, float threshold) {
+// The row pass; pdl: the previous kernel on the stream is the column pass (early launch).
+ffi::Error QuantizeRowsImpl(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer col_amax,
+                            ffi::Result<ffi::AnyBuffer> xq, ffi::Result<ffi::AnyBuffer> row_scale,
+                            ffi::Result<ffi::AnyBuffer> outlier_idx,
+                            ffi::Result<ffi::AnyBuffer> outlier_count, float threshold, bool pdl) {
   ActivationShape sh;
   JAXINT8_RETURN_IF_ERROR(check_quantize_rows(x, col_amax, *xq, *row_scale, *outlier_idx,
                                               *outlier_count, &sh));
@@ -172,15 +184,24 @@ ffi::Error QuantizeRows(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer co
       x.untyped_data(), float_type(x.element_type()), col_amax.typed_data<float>(), threshold,
       sh.nb, sh.s, sh.h, xq->typed_data<int8_t>(), row_scale->typed_data<float>(),
       outlier_idx->typed_data<int32_t>(), outlier_count->typed_data<int32_t>(),
-      device_info().num_sms, stream);
+      device_info().num_sms, stream, pdl);
   if (err != cudaSuccess) return cuda_error(err, "quantize_rows");
   return ffi::Error::Success();
 }
 
-ffi::Error Int8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer xq, ffi::AnyBuffer row_scale,
-                      ffi::AnyBuffer x, ffi::AnyBuffer outlier_idx, ffi::AnyBuffer outlier_count,
-                      ffi::AnyBuffer wq, ffi::AnyBuffer w_scale, ffi::AnyBuffer bias,
-                      ffi::Result<ffi::AnyBuffer> y) {
+ffi::Error QuantizeRows(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer col_amax,
+                        ffi::Result<ffi::AnyBuffer> xq, ffi::Result<ffi::AnyBuffer> row_scale,
+                        ffi::Result<ffi::AnyBuffer> outlier_idx,
+                        ffi::Result<ffi::AnyBuffer> outlier_count, float threshold) {
+  return QuantizeRowsImpl(stream, x, col_amax, xq, row_scale, outlier_idx, outlier_count, threshold,
+                          /*pdl=*/false);
+}
+
+// The matmul target's work; pdl: the stream's previous kernel is the row pass (early launch).
+ffi::Error RunInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer xq,
+                         ffi::AnyBuffer row_scale, ffi::AnyBuffer x, ffi::AnyBuffer outlier_idx,
+                         ffi::AnyBuffer outlier_count, ffi::AnyBuffer wq, ffi::AnyBuffer w_scale,
+                         ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> y, bool pdl) {
   ActivationShape sh;
   int64_t o = 0;
   JAXINT8_RETURN_IF_ERROR(check_int8_matmul(xq, row_scale, x, outlier_idx, outlier_count, wq,
@@ -232,13 +253,25 @@ ffi::Error Int8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::A
     p.y_type = yt;
     p.workspace = workspace;
     p.workspace_bytes = workspace_bytes;
-    cudaError_t err = run_gemm(p, dev, stream);
+    cudaError_t err = run_gemm(p, dev, stream, pdl && b == 0);
     if (err != cudaSuccess) return cuda_error(err, "int8_matmul");
   }
   return ffi::Error::Success();
 }
 
-// The three handlers above in one custom call (one FFI call overhead instead of three).
+ffi::Error Int8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer xq, ffi::AnyBuffer row_scale,
+                      ffi::AnyBuffer x, ffi::AnyBuffer outlier_idx, ffi::AnyBuffer outlier_count,
+                      ffi::AnyBuffer wq, ffi::AnyBuffer w_scale, ffi::AnyBuffer bias,
+                      ffi::Result<ffi::AnyBuffer> y) {
+  return RunInt8Matmul(stream, std::move(scratch), xq, row_scale, x, outlier_idx, outlier_count, wq,
+                       w_scale, bias, y, /*pdl=*/false);
+}
+
+// The three handlers above in one custom call (one FFI call overhead instead of three). For
+// decode-sized inputs on Hopper the kernels are chained with programmatic dependent launch (each
+// launches while the previous one runs and waits for its results on the device): the launch gaps
+// and the GEMM's first weight loads overlap the quantization. JAXINT8_PDL=0 (environment, read
+// once) turns this off, for measurements.
 ffi::Error LlmInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer x,
                          ffi::AnyBuffer wq, ffi::AnyBuffer w_scale, ffi::AnyBuffer bias,
                          ffi::Result<ffi::AnyBuffer> y, ffi::Result<ffi::AnyBuffer> col_amax,
@@ -254,10 +287,15 @@ ffi::Error LlmInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi
                                       col_amax->element_count() * sizeof(float), stream);
     if (err != cudaSuccess) return cuda_error(err, "llm_int8_matmul (memset)");
   }
-  JAXINT8_RETURN_IF_ERROR(
-      QuantizeRows(stream, x, *col_amax, xq, row_scale, outlier_idx, outlier_count, threshold));
-  return Int8Matmul(stream, std::move(scratch), *xq, *row_scale, x, *outlier_idx, *outlier_count,
-                    wq, w_scale, bias, y);
+  static const bool pdl_on = !(std::getenv("JAXINT8_PDL") && !std::strcmp(std::getenv("JAXINT8_PDL"), "0"));
+  ActivationShape sh;
+  JAXINT8_RETURN_IF_ERROR(activation_shape(x, "x", &sh));
+  const DeviceInfo dev = device_info();
+  const bool pdl = pdl_on && dev.cc_major >= 9 && sh.s <= kSkinnyMaxTokens;
+  JAXINT8_RETURN_IF_ERROR(QuantizeRowsImpl(stream, x, *col_amax, xq, row_scale, outlier_idx,
+                                           outlier_count, threshold, pdl && threshold > 0.0f));
+  return RunInt8Matmul(stream, std::move(scratch), *xq, *row_scale, x, *outlier_idx, *outlier_count,
+                       wq, w_scale, bias, y, pdl);
 }
 
 }  // namespace

@@ -31,6 +31,7 @@ struct Int8GemmParams {
   FloatType y_type = FloatType::kBF16;
   void* workspace = nullptr;          // scratch from XLA, workspace_bytes long
   size_t workspace_bytes = 0;
+  int l2_prefetch_bytes = 0;          // skinny kernel under early launch: L2 warm-up per weight row
 };
 
 }  // namespace jaxint8::cuda

@@ -15,14 +15,20 @@ cudaError_t launch_column_absmax(const void* x, FloatType t, int64_t nb, int64_t
                                  float* col_amax, int num_sms, cudaStream_t stream);
 
 // Row pass: outlier list + count per batch, row scales and int8 rows (DESIGN §1 step 2).
+// pdl (sm_90+): launch as a programmatic dependent of the column pass, which must be the previous
+// kernel on the stream: the blocks load their rows of x, then wait for col_amax.
 cudaError_t launch_quantize_rows(const void* x, FloatType t, const float* col_amax,
                                  float threshold, int64_t nb, int64_t s, int64_t h, int8_t* xq,
                                  float* row_scale, int32_t* outlier_idx, int32_t* outlier_count,
-                                 int num_sms, cudaStream_t stream);
+                                 int num_sms, cudaStream_t stream, bool pdl = false);
 
 // Skinny GEMM (memory-bound on the weight): 16 tokens per grid row, mma.sync m16n8k32 with
 // the weight as the M operand, K split over the warps of a block. Any m, n, k and alignment.
-cudaError_t launch_int8_gemm_skinny(const Int8GemmParams& p, int num_sms, cudaStream_t stream);
+// pdl (sm_90+ only): launch as a programmatic dependent of the row pass, which must be the
+// previous kernel on the stream: the blocks warm L2 with the start of their weight rows, then
+// wait for the row pass before reading xq / scales / outliers.
+cudaError_t launch_int8_gemm_skinny(const Int8GemmParams& p, int num_sms, cudaStream_t stream,
+                                    bool pdl = false);
 bool int8_gemm_skinny_fast_path(const Int8GemmParams& p);  // 16-byte weight loads possible
 
 // Tiled mma.sync GEMM (sm_80+; 128x128x64 tiles, 4-stage cp.async pipeline) with the fused

@@ -55,6 +55,7 @@ __device__ __forceinline__ void store_absmax(float* dst, float m, bool atomic) {
 template <typename T>
 __global__ void __launch_bounds__(256) column_absmax_kernel(const T* __restrict__ x, float* __restrict__ out,
                                      int64_t s, int64_t h, int64_t rows_per_split, bool atomic) {
+  pdl_trigger();  // the row pass may launch now (it waits for our results)
   const int64_t b = blockIdx.y;
   const int64_t c0 = static_cast<int64_t>(blockIdx.x) * kAbsmaxCols + threadIdx.x;
   const int64_t r_begin = static_cast<int64_t>(blockIdx.z) * rows_per_split;
@@ -99,6 +100,7 @@ constexpr int kAbsmaxVecCols = 256;
 template <typename T>
 __global__ void __launch_bounds__(256) column_absmax_vec_kernel(const T* __restrict__ x, float* __restrict__ out,
                                          int64_t s, int64_t h, int64_t rows_per_split, bool atomic) {
+  pdl_trigger();  // the row pass may launch now (it waits for our results)
   const int64_t b = blockIdx.y;
   const int64_t c0 = static_cast<int64_t>(blockIdx.x) * kAbsmaxVecCols + 8 * threadIdx.x;
   const int64_t r_begin = static_cast<int64_t>(blockIdx.z) * rows_per_split;
@@ -221,6 +223,8 @@ __global__ void __launch_bounds__(THREADS) quantize_rows_kernel(
     const T* __restrict__ x, const float* __restrict__ col_amax, float threshold, int64_t s,
     int64_t h, int8_t* __restrict__ xq, float* __restrict__ row_scale,
     int32_t* __restrict__ outlier_idx, int32_t* __restrict__ outlier_count) {
+  pdl_trigger();  // the GEMM may launch now (it waits for our results)
+  pdl_wait();     // col_amax from the column pass (under an early launch)
   const int64_t b = blockIdx.y, r = blockIdx.x;
   const float* amax = col_amax + b * h;
   if (r == s) {
@@ -302,7 +306,7 @@ cudaError_t column_absmax_t(const T* x, int64_t nb, int64_t s, int64_t h, float*
 template <typename T>
 cudaError_t quantize_rows_t(const T* x, const float* col_amax, float threshold, int64_t nb,
                             int64_t s, int64_t h, int8_t* xq, float* row_scale, int32_t* idx,
-                            int32_t* count, int num_sms, cudaStream_t stream) {
+                            int32_t* count, int num_sms, cudaStream_t stream, bool pdl) {
   if (nb == 0) return cudaSuccess;
   const bool vec = h % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(col_amax) % 16 == 0 &&
@@ -314,15 +318,16 @@ cudaError_t quantize_rows_t(const T* x, const float* col_amax, float threshold, 
     const int64_t nbc = std::min<int64_t>(65535, nb - b0);
     dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(nbc));
     auto run = [&](auto kernel, int threads) {
-      kernel<<<grid, threads, 0, stream>>>(x + b0 * s * h, col_amax + b0 * h, threshold, s, h,
-                                           xq + b0 * s * h, row_scale + b0 * s, idx + b0 * h,
-                                           count + b0);
+      return launch_kernel(kernel, grid, dim3(threads), stream, pdl && b0 == 0, x + b0 * s * h,
+                           col_amax + b0 * h, threshold, s, h, xq + b0 * s * h, row_scale + b0 * s,
+                           idx + b0 * h, count + b0);
     };
-    if (vec && few) run(quantize_rows_kernel<T, true, kRowThreadsFew>, kRowThreadsFew);
-    else if (vec) run(quantize_rows_kernel<T, true, kRowThreads>, kRowThreads);
-    else if (few) run(quantize_rows_kernel<T, false, kRowThreadsFew>, kRowThreadsFew);
-    else run(quantize_rows_kernel<T, false, kRowThreads>, kRowThreads);
-    JAXINT8_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    cudaError_t err;
+    if (vec && few) err = run(quantize_rows_kernel<T, true, kRowThreadsFew>, kRowThreadsFew);
+    else if (vec) err = run(quantize_rows_kernel<T, true, kRowThreads>, kRowThreads);
+    else if (few) err = run(quantize_rows_kernel<T, false, kRowThreadsFew>, kRowThreadsFew);
+    else err = run(quantize_rows_kernel<T, false, kRowThreads>, kRowThreads);
+    JAXINT8_CUDA_RETURN_IF_ERROR(err);
   }
   return cudaSuccess;
 }
@@ -344,17 +349,17 @@ cudaError_t launch_column_absmax(const void* x, FloatType t, int64_t nb, int64_t
 cudaError_t launch_quantize_rows(const void* x, FloatType t, const float* col_amax,
                                  float threshold, int64_t nb, int64_t s, int64_t h, int8_t* xq,
                                  float* row_scale, int32_t* outlier_idx, int32_t* outlier_count,
-                                 int num_sms, cudaStream_t stream) {
+                                 int num_sms, cudaStream_t stream, bool pdl) {
   switch (t) {
     case FloatType::kF32:
       return quantize_rows_t(static_cast<const float*>(x), col_amax, threshold, nb, s, h, xq,
-                             row_scale, outlier_idx, outlier_count, num_sms, stream);
+                             row_scale, outlier_idx, outlier_count, num_sms, stream, pdl);
     case FloatType::kBF16:
       return quantize_rows_t(static_cast<const __nv_bfloat16*>(x), col_amax, threshold, nb, s, h,
-                             xq, row_scale, outlier_idx, outlier_count, num_sms, stream);
+                             xq, row_scale, outlier_idx, outlier_count, num_sms, stream, pdl);
     default:
       return quantize_rows_t(static_cast<const __half*>(x), col_amax, threshold, nb, s, h, xq,
-                             row_scale, outlier_idx, outlier_count, num_sms, stream);
+                             row_scale, outlier_idx, outlier_count, num_sms, stream, pdl);
   }
 }
 
