@@ -65,6 +65,12 @@ DeviceInfo device_info() {
   return cache[dev];
 }
 
+// Integer value of an environment variable (tuning and A/B knobs), `fallback` when unset.
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v ? std::atoi(v) : fallback;
+}
+
 enum class ForcedPath { kNone, kSkinny, kTiled, kSm90 };
 
 ForcedPath forced_path() {
@@ -149,8 +155,7 @@ cudaError_t run_gemm(const Int8GemmParams& p, const DeviceInfo& dev, cudaStream_
     // Under the early launch the blocks warm L2 with the first 2 KB of each of their weight rows
     // (~13 MB over the first wave; measured: 4096->16384 at 1 token 35.0 -> 31.6 us, vs 0 bytes).
     // JAXINT8_L2_PREFETCH=<bytes> (environment, read once) overrides it, for measurements.
-    static const int prefetch =
-        std::getenv("JAXINT8_L2_PREFETCH") ? std::atoi(std::getenv("JAXINT8_L2_PREFETCH")) : 2048;
+    static const int prefetch = env_int("JAXINT8_L2_PREFETCH", 2048);
     Int8GemmParams q = p;
     q.l2_prefetch_bytes = pdl ? prefetch : 0;
     return launch_int8_gemm_skinny(q, dev.num_sms, stream, pdl);
@@ -287,7 +292,7 @@ ffi::Error LlmInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi
                                       col_amax->element_count() * sizeof(float), stream);
     if (err != cudaSuccess) return cuda_error(err, "llm_int8_matmul (memset)");
   }
-  static const bool pdl_on = !(std::getenv("JAXINT8_PDL") && !std::strcmp(std::getenv("JAXINT8_PDL"), "0"));
+  static const bool pdl_on = env_int("JAXINT8_PDL", 1) != 0;
   ActivationShape sh;
   JAXINT8_RETURN_IF_ERROR(activation_shape(x, "x", &sh));
   const DeviceInfo dev = device_info();
