@@ -3,7 +3,8 @@
 Runs every kernel family once on small odd shapes (and one tile-sized case): column absmax
 (direct and split/atomic), quantize rows (vector and scalar paths), skinny GEMM (aligned and
 generic, 1 and 2 token groups), tiled mma.sync GEMM (with M/N/K tails, outlier chunks > 32),
-and the sm90 GEMM when built. Run with XLA_PYTHON_CLIENT_ALLOCATOR=platform so every XLA
+and the sm90 GEMM when built. Decode-sized cases (<= 16 tokens) also run the fused target:
+the single-kernel decode (<= 8 tokens) and the early-launch chain. Run with XLA_PYTHON_CLIENT_ALLOCATOR=platform so every XLA
 buffer is its own cudaMalloc allocation and out-of-bounds accesses are visible.
 """
 
@@ -16,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from test_cuda import pipeline, quantize_weight_np  # noqa: E402
+from test_cuda import fused, pipeline, quantize_weight_np  # noqa: E402
 
 CASES = [  # (s, h, o, dtype, threshold)
     (1, 100, 37, jnp.bfloat16, 6.0),     # skinny generic (k % 16 != 0), 1 token group
@@ -26,6 +27,9 @@ CASES = [  # (s, h, o, dtype, threshold)
     (300, 1024, 520, jnp.bfloat16, 2.5), # tiled, many outliers (chunks of 32)
     (130, 100, 24, jnp.float32, 6.0),    # odd k -> skinny generic at m > 16
     (1024, 256, 128, jnp.float16, 0.0),  # column absmax with row splits (atomics)
+    (5, 2048, 77, jnp.bfloat16, 1e-3),   # single-kernel decode, all columns outliers (chunks)
+    (2, 4096, 40, jnp.float32, 6.0),     # single-kernel decode, two rows
+    (12, 4096, 40, jnp.bfloat16, 6.0),   # early-launch chain (9-16 tokens)
 ]
 
 
@@ -39,10 +43,11 @@ def main():
         wq, ws = quantize_weight_np(0.02 * rng.standard_normal((h, o)))
         bias = rng.standard_normal(o).astype(np.float32)
         args = jax.device_put((jnp.asarray(x, dt), jnp.asarray(wq), jnp.asarray(ws), jnp.asarray(bias)), gpu)
-        out = pipeline(*args, threshold=thr, out_dtype=dt)
-        jax.block_until_ready(out)
-        print(f"case s={s} h={h} o={o} {jnp.dtype(dt).name} thr={thr}: count={int(out[4])} "
-              f"finite={bool(np.isfinite(np.asarray(out[5], np.float32)).all())}", flush=True)
+        for name, op in [("chain", pipeline)] + ([("fused", fused)] if s <= 16 else []):
+            out = op(*args, threshold=thr, out_dtype=dt)
+            jax.block_until_ready(out)
+            print(f"case {name} s={s} h={h} o={o} {jnp.dtype(dt).name} thr={thr}: count={int(out[4])} "
+                  f"finite={bool(np.isfinite(np.asarray(out[5], np.float32)).all())}", flush=True)
 
 
 if __name__ == "__main__":

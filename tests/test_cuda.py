@@ -339,3 +339,30 @@ def test_cuda_chain_in_one_program(s, target):
         # Layer outputs feed the next layer's quantization, so a last-bit difference (the sm90
         # epilogue's summation order) can move later layers by more than one ulp.
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
+
+
+# Single-kernel decode (m <= 8 tokens, h % 16 == 0, m * h up to ~38 KB): the fused target's GEMM
+# blocks quantize x themselves. Every output, the intermediate ones included, must equal the
+# three-call chain's bit for bit, over outlier counts 0 .. all (more than the 32-column chunk),
+# leading batch dims, and sizes on both sides of the shared-memory limit (8 x 5120: the chain).
+@pytest.mark.parametrize("lead,s,h,o,n_out,dtype", [
+    ((), 1, 4096, 520, 6, BF16), ((), 1, 20480, 96, 40, BF16), ((), 1, 32768, 33, 6, F16),
+    ((), 2, 16384, 64, 0, F32), ((), 3, 1024, 77, 1024, F32), ((), 4, 8192, 130, 70, F16),
+    ((), 8, 4096, 48, 6, BF16), ((), 8, 5120, 40, 6, BF16), ((), 5, 16, 24, 16, F32),
+    ((2, 3), 2, 512, 40, 3, BF16)])
+def test_cuda_single_kernel_decode(lead, s, h, o, n_out, dtype):
+    rng = np.random.default_rng(s * 131 + h + o + n_out)
+    x = rng.standard_normal(lead + (s, h)).astype(np.float32)
+    cols = rng.choice(h, size=n_out, replace=False)
+    mags = rng.uniform(20, 60, size=n_out).astype(np.float32)
+    signs = np.where(rng.random(n_out) < 0.5, -1.0, 1.0).astype(np.float32)
+    x[..., cols] = signs * mags * (1.0 + np.abs(x[..., cols]) / 6.0)  # every element |x| >= 20
+    wq, ws = quantize_weight_np(0.02 * rng.standard_normal((h, o)))
+    bias = rng.standard_normal(o).astype(np.float32)
+    for thr in (6.0, 0.0):
+        args = (jnp.asarray(x, dtype), jnp.asarray(wq), jnp.asarray(ws), jnp.asarray(bias))
+        what = f"lead={lead} s={s} h={h} o={o} outliers={n_out} thr={thr}"
+        rc, rg = run_both(*args, thr, dtype)
+        assert_same(rc, rg, dtype, what)
+        assert_fused_same(*args, thr, dtype, rg, what)
+        assert (rg[4] == (n_out if thr > 0 else 0)).all(), what
