@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A/B of a decode-path switch on the GPU machine (extension already built into jaxint8/):
 # benchmarks/layer.py at 1 and 16 tokens with the switch on (default) and off, same process
-# layout, one after the other. AB_KNOB names the switch: JAXINT8_PDL (default; the
-# programmatic-dependent-launch chain) or JAXINT8_SINGLE_KERNEL_DECODE. Writes
+# layout, one after the other. AB_KNOB names an on/off environment switch of the
+# handlers (default JAXINT8_PDL, the programmatic-dependent-launch chain); AB_TOKENS the token
+# counts (default 1,16). Writes
 # $OUT/ab-<knob>-{on,off}.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."

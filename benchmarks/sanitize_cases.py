@@ -3,8 +3,8 @@
 Runs every kernel family once on small odd shapes (and one tile-sized case): column absmax
 (direct and split/atomic), quantize rows (vector and scalar paths), skinny GEMM (aligned and
 generic, 1 and 2 token groups), tiled mma.sync GEMM (with M/N/K tails, outlier chunks > 32),
-and the sm90 GEMM when built. Decode-sized cases (<= 16 tokens) also run the fused target:
-the single-kernel decode (<= 8 tokens) and the early-launch chain. Run with XLA_PYTHON_CLIENT_ALLOCATOR=platform so every XLA
+and the sm90 GEMM when built. Decode-sized cases (<= 16 tokens) also run the fused target,
+whose kernels are chained by programmatic dependent launch on Hopper. Run with XLA_PYTHON_CLIENT_ALLOCATOR=platform so every XLA
 buffer is its own cudaMalloc allocation and out-of-bounds accesses are visible.
 """
 
@@ -27,9 +27,9 @@ CASES = [  # (s, h, o, dtype, threshold)
     (300, 1024, 520, jnp.bfloat16, 2.5), # tiled, many outliers (chunks of 32)
     (130, 100, 24, jnp.float32, 6.0),    # odd k -> skinny generic at m > 16
     (1024, 256, 128, jnp.float16, 0.0),  # column absmax with row splits (atomics)
-    (5, 2048, 77, jnp.bfloat16, 1e-3),   # single-kernel decode, all columns outliers (chunks)
-    (2, 4096, 40, jnp.float32, 6.0),     # single-kernel decode, two rows
-    (12, 4096, 40, jnp.bfloat16, 6.0),   # early-launch chain (9-16 tokens)
+    (5, 2048, 77, jnp.bfloat16, 1e-3),   # fused decode chain, all columns outliers (chunks)
+    (2, 4096, 40, jnp.float32, 6.0),     # fused decode chain, two rows
+    (12, 4096, 40, jnp.bfloat16, 6.0),   # fused decode chain, two token groups
 ]
 
 

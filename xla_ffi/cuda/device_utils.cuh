@@ -28,40 +28,6 @@ template <> struct FloatIO<__half> {
   static __device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
 };
 
-// 8 consecutive elements as floats: one 16-byte load (two for float32); the address must be
-// 16-byte aligned.
-template <typename T> struct Vec8;
-template <> struct Vec8<__nv_bfloat16> {
-  static __device__ __forceinline__ void load(const __nv_bfloat16* p, float (&v)[8]) {
-    uint4 u = *reinterpret_cast<const uint4*>(p);
-    const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) { float2 f = __bfloat1622float2(h2[i]); v[2 * i] = f.x; v[2 * i + 1] = f.y; }
-  }
-};
-template <> struct Vec8<__half> {
-  static __device__ __forceinline__ void load(const __half* p, float (&v)[8]) {
-    uint4 u = *reinterpret_cast<const uint4*>(p);
-    const __half2* h2 = reinterpret_cast<const __half2*>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) { float2 f = __half22float2(h2[i]); v[2 * i] = f.x; v[2 * i + 1] = f.y; }
-  }
-};
-template <> struct Vec8<float> {
-  static __device__ __forceinline__ void load(const float* p, float (&v)[8]) {
-    float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
-    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-  }
-};
-
-__device__ __forceinline__ void load8(const void* base, FloatType t, int64_t i, float (&v)[8]) {
-  switch (t) {
-    case FloatType::kF32: Vec8<float>::load(static_cast<const float*>(base) + i, v); break;
-    case FloatType::kBF16: Vec8<__nv_bfloat16>::load(static_cast<const __nv_bfloat16*>(base) + i, v); break;
-    default: Vec8<__half>::load(static_cast<const __half*>(base) + i, v); break;
-  }
-}
-
 __device__ __forceinline__ float load_float(const void* base, FloatType t, int64_t i) {
   switch (t) {
     case FloatType::kF32: return static_cast<const float*>(base)[i];
@@ -124,14 +90,13 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-// kernel<<<grid, block, smem_bytes, stream>>>(args...), as a programmatic dependent launch when pdl.
+// kernel<<<grid, block, 0, stream>>>(args...), as a programmatic dependent launch when pdl.
 template <typename... Params, typename... Args>
-cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes,
-                          cudaStream_t stream, bool pdl, Args&&... args) {
+cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, bool pdl,
+                          Args&&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem_bytes;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;

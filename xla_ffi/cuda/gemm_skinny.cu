@@ -10,11 +10,6 @@
 // Block = 8 warps on the same TILES x 16 weight rows (TILES = 1 by default); warp w takes the 64-byte K chunks
 // w, w + 8, ...; the int32 partial sums meet in shared memory (exact, order-free), then the
 // fused epilogue (dequant + outliers + bias + cast) writes the outputs.
-//
-// SELFQ (single-kernel decode, m <= 8): instead of reading xq / row scales / the outlier list
-// written by the quantization passes, every block computes them from x in a prologue
-// (self_quantize): x is at most a few tens of KB, so re-reading it from L2 in every block costs
-// less than two dependent kernel launches. The weight stream is warmed into L2 before it.
 #include <algorithm>
 #include <cstdlib>
 
@@ -58,179 +53,10 @@ __device__ __forceinline__ uint4 load_stream(const int8_t* p) {
   return r;
 }
 
-// Single-kernel decode: dynamic shared memory of a block, in order: the int8 rows of x
-// (m x stride bytes; the 16 padding bytes per row spread the rows over the banks), the outlier
-// bitmap (one bit per column) and, per bitmap word, the rank of its first outlier.
-constexpr int kSelfQuantMaxRows = 8;
-constexpr int64_t kSelfQuantMaxK = 8 * kThreads * 16;  // 4 bitmap words per thread in the scan
-constexpr size_t kSelfQuantMaxSmem = 38 * 1024;        // + ~9 KB static: under the 48 KB default
-__host__ __device__ __forceinline__ int64_t self_quant_stride(int64_t k) { return k + 16; }
-__host__ __device__ __forceinline__ int self_quant_words(int64_t k) { return static_cast<int>((k + 31) / 32); }
-__host__ __device__ __forceinline__ size_t self_quant_smem_bytes(int64_t m, int64_t k) {
-  return static_cast<size_t>(m * self_quant_stride(k)) + 8u * self_quant_words(k);
-}
-
-// Quantizes x[m, k] (m <= 8, k % 16 == 0, x 16-byte aligned) into the block's shared memory
-// with the column and row passes' scalar rules (quantize.cu), so every result is identical: int8
-// rows -> s_xq, row absmax -> s_rs, multipliers -> s_mult, outlier bitmap -> s_bits, rank
-// prefix per word -> s_pref, count -> *s_count. The grid writes the same results to sq once:
-// block b writes the 8-column groups and bitmap words whose index % gridDim.x == b.
-__device__ void self_quantize(const Int8GemmParams& p, const SelfQuantOutputs& sq, int8_t* s_xq,
-                              uint32_t* s_bits, int32_t* s_pref, float* s_rs, float* s_mult,
-                              int* s_count) {
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int m = static_cast<int>(p.m);
-  const int64_t k = p.k, stride = self_quant_stride(k);
-  const int nwords = self_quant_words(k);
-  const unsigned nblocks = gridDim.x;
-  for (int w = tid; w < nwords; w += kThreads) s_bits[w] = 0u;
-  __syncthreads();
-
-  // Column absmax -> outlier flags, then the row absmax over the non-outlier columns (the second
-  // read of the 8 x 8 values hits L1).
-  float rmax[kSelfQuantMaxRows];
-#pragma unroll
-  for (int r = 0; r < kSelfQuantMaxRows; ++r) rmax[r] = 0.0f;
-  for (int64_t c = 8 * tid; c < k; c += 8 * kThreads) {
-    float cmax[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) cmax[i] = 0.0f;
-#pragma unroll
-    for (int r = 0; r < kSelfQuantMaxRows; ++r) {
-      if (r >= m) break;
-      float v[8];
-      load8(p.x, p.x_type, r * k + c, v);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) cmax[i] = nan_absmax(cmax[i], v[i]);
-    }
-    unsigned flags = 0;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) flags |= is_outlier(cmax[i], sq.threshold) ? 1u << i : 0u;
-    if (flags) atomicOr(&s_bits[c >> 5], flags << (c & 31));
-    if ((c >> 3) % nblocks == blockIdx.x) {
-#pragma unroll
-      for (int i = 0; i < 8; ++i) sq.col_amax[c + i] = sq.threshold > 0.0f ? cmax[i] : 0.0f;
-    }
-#pragma unroll
-    for (int r = 0; r < kSelfQuantMaxRows; ++r) {
-      if (r >= m) break;
-      float v[8];
-      load8(p.x, p.x_type, r * k + c, v);
-#pragma unroll
-      for (int i = 0; i < 8; ++i)
-        if (!(flags & (1u << i))) rmax[r] = nan_absmax(rmax[r], v[i]);
-    }
-  }
-
-  // Block-wide row absmax (NaN-propagating, order-free: the same value as the row pass).
-  __shared__ float s_red[kWarps][kSelfQuantMaxRows];
-#pragma unroll
-  for (int r = 0; r < kSelfQuantMaxRows; ++r) {
-    float v = rmax[r];
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v = nan_absmax(v, __shfl_xor_sync(0xffffffffu, v, off));
-    if (lane == 0) s_red[warp][r] = v;
-  }
-  __syncthreads();
-  if (tid < m) {
-    float a = s_red[0][tid];
-#pragma unroll
-    for (int w = 1; w < kWarps; ++w) a = nan_absmax(a, s_red[w][tid]);
-    s_rs[tid] = a;
-    s_mult[tid] = quant_multiplier(a);
-    if (blockIdx.x == 0) sq.row_scale[tid] = a;
-  }
-  __syncthreads();
-
-  // int8 rows (outlier columns 0), into shared memory and, for this block's groups, to sq.xq.
-  for (int64_t c = 8 * tid; c < k; c += 8 * kThreads) {
-    const unsigned flags = (s_bits[c >> 5] >> (c & 31)) & 0xffu;
-    const bool writer = (c >> 3) % nblocks == blockIdx.x;
-#pragma unroll
-    for (int r = 0; r < kSelfQuantMaxRows; ++r) {
-      if (r >= m) break;
-      float v[8];
-      load8(p.x, p.x_type, r * k + c, v);
-      const float mult = s_mult[r];
-      uint32_t packed[2] = {0u, 0u};
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const int8_t q = (flags & (1u << i)) ? int8_t{0} : quantize_value(v[i], mult);
-        packed[i >> 2] |= static_cast<uint32_t>(static_cast<uint8_t>(q)) << (8 * (i & 3));
-      }
-      const uint2 u = make_uint2(packed[0], packed[1]);
-      *reinterpret_cast<uint2*>(s_xq + r * stride + c) = u;
-      if (writer) *reinterpret_cast<uint2*>(sq.xq + r * k + c) = u;
-    }
-  }
-
-  // Rank of each bitmap word's first outlier: block-wide exclusive scan, 4 words per thread.
-  constexpr int kWordsPerThread = 4;
-  int cnt[kWordsPerThread], mine = 0;
-  const int w0 = tid * kWordsPerThread;
-#pragma unroll
-  for (int j = 0; j < kWordsPerThread; ++j) {
-    cnt[j] = w0 + j < nwords ? __popc(s_bits[w0 + j]) : 0;
-    mine += cnt[j];
-  }
-  int incl = mine;
-#pragma unroll
-  for (int off = 1; off < 32; off <<= 1) {
-    const int v = __shfl_up_sync(0xffffffffu, incl, off);
-    if (lane >= off) incl += v;
-  }
-  __shared__ int s_wsum[kWarps];
-  if (lane == 31) s_wsum[warp] = incl;
-  __syncthreads();
-  int run = 0, total = 0;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) {
-    run += w < warp ? s_wsum[w] : 0;
-    total += s_wsum[w];
-  }
-  run += incl - mine;
-#pragma unroll
-  for (int j = 0; j < kWordsPerThread; ++j) {
-    const int w = w0 + j;
-    if (w >= nwords) break;
-    s_pref[w] = run;
-    if (w % nblocks == blockIdx.x) {  // this block writes the word's entries of the list
-      unsigned bits = s_bits[w];
-      int rank = run;
-      while (bits) {
-        sq.outlier_idx[rank++] = w * 32 + __ffs(bits) - 1;
-        bits &= bits - 1;
-      }
-    }
-    run += cnt[j];
-  }
-  for (int64_t pos = total + static_cast<int64_t>(blockIdx.x) * kThreads + tid; pos < k;
-       pos += static_cast<int64_t>(nblocks) * kThreads)
-    sq.outlier_idx[pos] = -1;
-  if (tid == 0) {
-    *s_count = total;
-    if (blockIdx.x == 0) *sq.outlier_count = total;
-  }
-  __syncthreads();
-}
-
-// Fills s_idx[0, tc) with the outlier columns of ranks t0 .. t0 + tc - 1 from the bitmap.
-__device__ __forceinline__ void outlier_columns_from_bitmap(const uint32_t* s_bits, const int32_t* s_pref,
-                                                            int nwords, int t0, int tc, int* s_idx) {
-  for (int w = threadIdx.x; w < nwords; w += kThreads) {
-    unsigned bits = s_bits[w];
-    int rank = s_pref[w];
-    if (!bits || rank >= t0 + tc || rank + __popc(bits) <= t0) continue;
-    for (; bits; bits &= bits - 1, ++rank)
-      if (rank >= t0 && rank < t0 + tc) s_idx[rank - t0] = w * 32 + __ffs(bits) - 1;
-  }
-}
-
 // 3 blocks (24 warps) per SM: enough 16-byte loads in flight, and the 2.4 blocks per SM of
 // the common decode shapes fit in one wave.
-template <int TILES, int MT, bool ALIGNED, bool SELFQ>
-__global__ void __launch_bounds__(kThreads, 3) skinny_kernel(Int8GemmParams p, SelfQuantOutputs sq) {
-  static_assert(!SELFQ || (ALIGNED && MT == 1 && TILES == 1), "single-kernel decode: m <= 8, aligned");
+template <int TILES, int MT, bool ALIGNED>
+__global__ void __launch_bounds__(kThreads, 3) skinny_kernel(Int8GemmParams p) {
   constexpr int U = TILES >= 4 ? 1 : (TILES == 2 ? 2 : 4);  // chunks in flight per warp step
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, q = lane & 3;
@@ -245,15 +71,9 @@ __global__ void __launch_bounds__(kThreads, 3) skinny_kernel(Int8GemmParams p, S
     wrow[t][0] = min(n0 + t * 16 + g, n - 1);
     wrow[t][1] = min(n0 + t * 16 + g + 8, n - 1);
   }
-  int64_t xrow[MT];  // SELFQ: row of the block's shared-memory copy
+  int64_t xrow[MT];
 #pragma unroll
   for (int j = 0; j < MT; ++j) xrow[j] = min(m0 + j * 8 + g, m - 1);
-  extern __shared__ __align__(16) unsigned char dyn_smem[];  // SELFQ only
-  int8_t* s_xq = reinterpret_cast<int8_t*>(dyn_smem);
-  uint32_t* s_bits = reinterpret_cast<uint32_t*>(dyn_smem + m * self_quant_stride(k));
-  int32_t* s_pref = reinterpret_cast<int32_t*>(s_bits + self_quant_words(k));
-  __shared__ float s_rs[kSelfQuantMaxRows], s_mult[kSelfQuantMaxRows];
-  __shared__ int s_count;
 
   // Outliers: the block stages x[tokens, O] and W_deq[O, rows] for TC outlier columns at a
   // time in shared memory. The first TC are gathered before the main loop, so their latency
@@ -266,8 +86,7 @@ __global__ void __launch_bounds__(kThreads, 3) skinny_kernel(Int8GemmParams p, S
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // Programmatic dependent launch (a no-op wait when launched normally): until the quantization
   // grid is done, only inputs it does not write may be read. Warm L2 with the first
-  // l2_prefetch_bytes of each weight row of the block, then wait for the grid's results (SELFQ:
-  // quantize x meanwhile).
+  // l2_prefetch_bytes of each weight row of the block, then wait for the grid's results.
   if constexpr (ALIGNED) {
     const int64_t row = n0 + threadIdx.x;
     const int64_t bytes = min(k, static_cast<int64_t>(p.l2_prefetch_bytes)) & ~int64_t{15};
@@ -277,18 +96,10 @@ __global__ void __launch_bounds__(kThreads, 3) skinny_kernel(Int8GemmParams p, S
     }
   }
 #endif
-  int count;
-  if constexpr (SELFQ) {
-    self_quantize(p, sq, s_xq, s_bits, s_pref, s_rs, s_mult, &s_count);
-    count = s_count;
-  } else {
-    pdl_wait();
-    count = clamped_count(p.outlier_count, k);
-  }
+  pdl_wait();
+  const int count = clamped_count(p.outlier_count, k);
   auto stage_outliers = [&](int t0, int tc) {
-    if constexpr (SELFQ) {
-      outlier_columns_from_bitmap(s_bits, s_pref, self_quant_words(k), t0, tc, s_idx);
-    } else if (threadIdx.x < tc) {
+    if (threadIdx.x < tc) {
       const int c = p.outlier_idx[t0 + threadIdx.x];
       s_idx[threadIdx.x] = (c >= 0 && c < k) ? c : -1;  // malformed list: stay in bounds
     }
@@ -333,14 +144,7 @@ __global__ void __launch_bounds__(kThreads, 3) skinny_kernel(Int8GemmParams p, S
           }
         }
 #pragma unroll
-      for (int j = 0; j < MT; ++j) {
-        if constexpr (SELFQ) {
-          xv[u][j] = k0 < k ? *reinterpret_cast<const uint4*>(s_xq + xrow[j] * self_quant_stride(k) + k0)
-                            : make_uint4(0, 0, 0, 0);
-        } else {
-          xv[u][j] = load16<ALIGNED>(p.xq, xrow[j], k, k0);
-        }
-      }
+      for (int j = 0; j < MT; ++j) xv[u][j] = load16<ALIGNED>(p.xq, xrow[j], k, k0);
     }
 #pragma unroll
     for (int u = 0; u < U; ++u)
@@ -408,8 +212,7 @@ __global__ void __launch_bounds__(kThreads, 3) skinny_kernel(Int8GemmParams p, S
   for (int u = 0; u < kOut; ++u) {
     if (rl[u] < 0) continue;
     const int64_t row_n = n0 + rl[u], tok = m0 + tl[u];
-    const float rs = SELFQ ? s_rs[tl[u]] : p.row_scale[tok];
-    const float y = finish_output(sums[u], rs, p.col_scale[row_n], osum[u], p.bias, row_n);
+    const float y = finish_output(sums[u], p.row_scale[tok], p.col_scale[row_n], osum[u], p.bias, row_n);
     store_output(p.y, p.y_type, tok * n + row_n, y);
   }
 }
@@ -418,8 +221,7 @@ template <int TILES, int MT, bool ALIGNED>
 cudaError_t launch_t(const Int8GemmParams& p, cudaStream_t stream, bool pdl) {
   const int64_t rows = 16 * TILES;
   const dim3 grid(static_cast<unsigned>((p.n + rows - 1) / rows), static_cast<unsigned>((p.m + 15) / 16));
-  return launch_kernel(skinny_kernel<TILES, MT, ALIGNED, false>, grid, dim3(kThreads), 0, stream, pdl, p,
-                       SelfQuantOutputs{});
+  return launch_kernel(skinny_kernel<TILES, MT, ALIGNED>, grid, dim3(kThreads), stream, pdl, p);
 }
 
 template <int MT, bool ALIGNED>
@@ -457,20 +259,6 @@ cudaError_t launch_int8_gemm_skinny(const Int8GemmParams& p, int num_sms, cudaSt
   }
   return one_group ? launch_tiles<1, false>(p, num_sms, stream, pdl)
                    : launch_tiles<2, false>(p, num_sms, stream, pdl);
-}
-
-bool int8_gemm_skinny_self_quant_supported(const Int8GemmParams& p) {
-  return p.m >= 1 && p.m <= kSelfQuantMaxRows && p.n >= 1 && p.n / 16 < (1LL << 31) && p.k >= 16 && p.k <= kSelfQuantMaxK && p.k % 16 == 0 &&
-         self_quant_smem_bytes(p.m, p.k) <= kSelfQuantMaxSmem &&
-         reinterpret_cast<uintptr_t>(p.wq) % 16 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
-}
-
-cudaError_t launch_int8_gemm_skinny_self_quant(const Int8GemmParams& p, const SelfQuantOutputs& sq,
-                                               cudaStream_t stream) {
-  if (!int8_gemm_skinny_self_quant_supported(p)) return cudaErrorInvalidValue;
-  const dim3 grid(static_cast<unsigned>((p.n + 15) / 16), 1);
-  return launch_kernel(skinny_kernel<1, 1, true, true>, grid, dim3(kThreads),
-                       self_quant_smem_bytes(p.m, p.k), stream, /*pdl=*/false, p, sq);
 }
 
 }  // namespace jaxint8::cuda

@@ -11,10 +11,8 @@
 //   4. anything else (odd k, unaligned)         -> skinny kernel, 16 tokens per grid row
 //                                                  (correct for every shape, not fast).
 // JAXINT8_GEMM_PATH=skinny|tiled|sm90 (environment, read once) forces a path where it is
-// supported, for tests and benchmarks. The fused target with m <= 8 (k % 16 == 0, k <= 32768,
-// m * k up to ~38 KB) runs a single kernel, the skinny GEMM quantizing x itself (see
-// SingleKernelDecode); otherwise, on sm_90+ with m <= 16, the row pass and the skinny GEMM are
-// programmatic dependent launches of the column pass (see LlmInt8Matmul).
+// supported, for tests and benchmarks. In the fused target on sm_90+ with m <= 16, the row pass and
+// the skinny GEMM are programmatic dependent launches (see LlmInt8Matmul).
 //
 // jaxint8_llm_int8_matmul runs the three handlers in one custom call (the single-device path
 // of jaxint8.llm_int8_matmul): each FFI call costs ~13-20 us of host overhead on jax 0.11.2,
@@ -132,26 +130,6 @@ FloatType float_type(ffi::DataType t) {
 
 size_t float_bytes(FloatType t) { return t == FloatType::kF32 ? 4 : 2; }
 
-// The GEMM problem of batch element b, without its quantized-activation inputs (xq, row_scale,
-// outlier list and count), which the caller sets.
-Int8GemmParams gemm_params(const ActivationShape& sh, int64_t o, int64_t b, const ffi::AnyBuffer& x,
-                           const ffi::AnyBuffer& wq, const ffi::AnyBuffer& w_scale,
-                           const ffi::AnyBuffer& bias, ffi::AnyBuffer& y) {
-  const FloatType xt = float_type(x.element_type()), yt = float_type(y.element_type());
-  Int8GemmParams p;
-  p.m = sh.s;
-  p.n = o;
-  p.k = sh.h;
-  p.wq = wq.typed_data<int8_t>();
-  p.col_scale = w_scale.typed_data<float>();
-  p.bias = bias.element_count() ? bias.typed_data<float>() : nullptr;
-  p.x = static_cast<const char*>(x.untyped_data()) + b * sh.s * sh.h * float_bytes(xt);
-  p.x_type = xt;
-  p.y = static_cast<char*>(y.untyped_data()) + b * sh.s * o * float_bytes(yt);
-  p.y_type = yt;
-  return p;
-}
-
 // One GEMM problem through the dispatch documented at the top of the file. pdl: the previous
 // kernel on the stream is the row pass, which lets the skinny GEMM launch early.
 cudaError_t run_gemm(const Int8GemmParams& p, const DeviceInfo& dev, cudaStream_t stream, bool pdl) {
@@ -235,6 +213,7 @@ ffi::Error RunInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi
                                             w_scale, bias, *y, &sh, &o));
 
   const DeviceInfo dev = device_info();
+  const FloatType xt = float_type(x.element_type()), yt = float_type(y->element_type());
   // Workspace for the sm90 path (compact outlier operands). The batch elements run one after
   // the other on one stream, so they share it. Without it the sm90 path is still correct, but
   // reads the outliers directly from x / wq (measured 3-8x slower GEMM with 6 outliers).
@@ -262,11 +241,21 @@ ffi::Error RunInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi
   }
 #endif
   for (int64_t b = 0; b < sh.nb; ++b) {
-    Int8GemmParams p = gemm_params(sh, o, b, x, wq, w_scale, bias, *y);
+    Int8GemmParams p;
+    p.m = sh.s;
+    p.n = o;
+    p.k = sh.h;
     p.xq = xq.typed_data<int8_t>() + b * sh.s * sh.h;
+    p.wq = wq.typed_data<int8_t>();
     p.row_scale = row_scale.typed_data<float>() + b * sh.s;
+    p.col_scale = w_scale.typed_data<float>();
+    p.bias = bias.element_count() ? bias.typed_data<float>() : nullptr;
+    p.x = static_cast<const char*>(x.untyped_data()) + b * sh.s * sh.h * float_bytes(xt);
+    p.x_type = xt;
     p.outlier_idx = outlier_idx.typed_data<int32_t>() + b * sh.h;
     p.outlier_count = outlier_count.typed_data<int32_t>() + b;
+    p.y = static_cast<char*>(y->untyped_data()) + b * sh.s * o * float_bytes(yt);
+    p.y_type = yt;
     p.workspace = workspace;
     p.workspace_bytes = workspace_bytes;
     cudaError_t err = run_gemm(p, dev, stream, pdl && b == 0);
@@ -283,49 +272,6 @@ ffi::Error Int8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::A
                        w_scale, bias, y, /*pdl=*/false);
 }
 
-// Single-kernel decode (launch_int8_gemm_skinny_self_quant): for m <= 8 tokens the fused target
-// runs one kernel that quantizes x in every block instead of the column pass -> row pass -> GEMM
-// chain; same outputs, bit for bit. *done is false (nothing launched) when the shape or the
-// alignment does not allow it, when JAXINT8_SINGLE_KERNEL_DECODE=0 (environment, read once;
-// for measurements) or when JAXINT8_GEMM_PATH forces the tiled or sm90 GEMM.
-ffi::Error SingleKernelDecode(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer wq,
-                              ffi::AnyBuffer w_scale, ffi::AnyBuffer bias,
-                              ffi::Result<ffi::AnyBuffer> y, ffi::Result<ffi::AnyBuffer> col_amax,
-                              ffi::Result<ffi::AnyBuffer> xq, ffi::Result<ffi::AnyBuffer> row_scale,
-                              ffi::Result<ffi::AnyBuffer> outlier_idx,
-                              ffi::Result<ffi::AnyBuffer> outlier_count, float threshold, bool* done) {
-  *done = false;
-  static const bool enabled = env_int("JAXINT8_SINGLE_KERNEL_DECODE", 1) != 0;
-  const ForcedPath forced = forced_path();
-  if (!enabled || forced == ForcedPath::kTiled || forced == ForcedPath::kSm90) return ffi::Error::Success();
-  ActivationShape sh;
-  int64_t o = 0;
-  JAXINT8_RETURN_IF_ERROR(check_quantize_rows(x, *col_amax, *xq, *row_scale, *outlier_idx,
-                                              *outlier_count, &sh));
-  JAXINT8_RETURN_IF_ERROR(check_int8_matmul(*xq, *row_scale, x, *outlier_idx, *outlier_count, wq,
-                                            w_scale, bias, *y, &sh, &o));
-  if (sh.nb == 0 || !int8_gemm_skinny_self_quant_supported(gemm_params(sh, o, 0, x, wq, w_scale, bias, *y)))
-    return ffi::Error::Success();
-  // Warm L2 with the start of every weight row while the blocks quantize x (about 12 MB in all).
-  static const int prefetch_env = env_int("JAXINT8_L2_PREFETCH", -1);
-  const int64_t per_row = prefetch_env >= 0 ? prefetch_env : (int64_t{12} << 20) / o;
-  for (int64_t b = 0; b < sh.nb; ++b) {
-    Int8GemmParams p = gemm_params(sh, o, b, x, wq, w_scale, bias, *y);
-    p.l2_prefetch_bytes = static_cast<int>(std::min<int64_t>(per_row, sh.h));
-    SelfQuantOutputs sq;
-    sq.threshold = threshold;
-    sq.col_amax = col_amax->typed_data<float>() + b * sh.h;
-    sq.xq = xq->typed_data<int8_t>() + b * sh.s * sh.h;
-    sq.row_scale = row_scale->typed_data<float>() + b * sh.s;
-    sq.outlier_idx = outlier_idx->typed_data<int32_t>() + b * sh.h;
-    sq.outlier_count = outlier_count->typed_data<int32_t>() + b;
-    cudaError_t err = launch_int8_gemm_skinny_self_quant(p, sq, stream);
-    if (err != cudaSuccess) return cuda_error(err, "llm_int8_matmul (single-kernel decode)");
-  }
-  *done = true;
-  return ffi::Error::Success();
-}
-
 // The three handlers above in one custom call (one FFI call overhead instead of three). For
 // decode-sized inputs on Hopper the kernels are chained with programmatic dependent launch (each
 // launches while the previous one runs and waits for its results on the device): the launch gaps
@@ -337,10 +283,6 @@ ffi::Error LlmInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi
                          ffi::Result<ffi::AnyBuffer> xq, ffi::Result<ffi::AnyBuffer> row_scale,
                          ffi::Result<ffi::AnyBuffer> outlier_idx,
                          ffi::Result<ffi::AnyBuffer> outlier_count, float threshold) {
-  bool done = false;
-  JAXINT8_RETURN_IF_ERROR(SingleKernelDecode(stream, x, wq, w_scale, bias, y, col_amax, xq, row_scale,
-                                             outlier_idx, outlier_count, threshold, &done));
-  if (done) return ffi::Error::Success();
   if (threshold > 0.0f) {
     JAXINT8_RETURN_IF_ERROR(ColumnAbsmax(stream, x, col_amax));
   } else {  // no decomposition: the column pass is skipped, its result defined as zeros

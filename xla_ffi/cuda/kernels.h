@@ -31,19 +31,7 @@ struct Int8GemmParams {
   FloatType y_type = FloatType::kBF16;
   void* workspace = nullptr;          // scratch from XLA, workspace_bytes long
   size_t workspace_bytes = 0;
-  int l2_prefetch_bytes = 0;          // skinny kernel: L2 warm-up per weight row before the wait
-};
-
-// The single-kernel decode path (launch_int8_gemm_skinny_self_quant) quantizes x itself, so the
-// quantization results are its outputs: the same buffers, with the same contents, as the column
-// and row passes would write (DESIGN §1 steps 1-2; col_amax all zeros when threshold <= 0).
-struct SelfQuantOutputs {
-  float threshold = 0.0f;
-  float* col_amax = nullptr;          // [k]
-  int8_t* xq = nullptr;               // [m, k]
-  float* row_scale = nullptr;         // [m]
-  int32_t* outlier_idx = nullptr;     // [k], ascending, -1 padded
-  int32_t* outlier_count = nullptr;   // device scalar
+  int l2_prefetch_bytes = 0;          // skinny kernel under early launch: L2 warm-up per weight row
 };
 
 }  // namespace jaxint8::cuda

@@ -31,14 +31,6 @@ cudaError_t launch_int8_gemm_skinny(const Int8GemmParams& p, int num_sms, cudaSt
                                     bool pdl = false);
 bool int8_gemm_skinny_fast_path(const Int8GemmParams& p);  // 16-byte weight loads possible
 
-// Single-kernel decode (m <= 8): the skinny GEMM with the quantization done by every block in
-// its prologue from x (L2-resident at these sizes) instead of by the two passes: no dependent
-// launches, identical results. p.xq / row_scale / outlier_idx / outlier_count are ignored (the
-// kernel writes sq's buffers instead). Needs int8_gemm_skinny_self_quant_supported(p).
-bool int8_gemm_skinny_self_quant_supported(const Int8GemmParams& p);
-cudaError_t launch_int8_gemm_skinny_self_quant(const Int8GemmParams& p, const SelfQuantOutputs& sq,
-                                               cudaStream_t stream);
-
 // Tiled mma.sync GEMM (sm_80+; 128x128x64 tiles, 4-stage cp.async pipeline) with the fused
 // dequant + outlier + bias + cast epilogue. Needs int8_gemm_tiled_supported(p).
 bool int8_gemm_tiled_supported(const Int8GemmParams& p);

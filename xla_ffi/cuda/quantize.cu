@@ -12,6 +12,30 @@
 namespace jaxint8::cuda {
 namespace {
 
+template <typename T> struct Vec8;  // 8 consecutive elements, one or two 16-byte loads
+template <> struct Vec8<__nv_bfloat16> {
+  static __device__ __forceinline__ void load(const __nv_bfloat16* p, float (&v)[8]) {
+    uint4 u = *reinterpret_cast<const uint4*>(p);
+    const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) { float2 f = __bfloat1622float2(h2[i]); v[2 * i] = f.x; v[2 * i + 1] = f.y; }
+  }
+};
+template <> struct Vec8<__half> {
+  static __device__ __forceinline__ void load(const __half* p, float (&v)[8]) {
+    uint4 u = *reinterpret_cast<const uint4*>(p);
+    const __half2* h2 = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) { float2 f = __half22float2(h2[i]); v[2 * i] = f.x; v[2 * i + 1] = f.y; }
+  }
+};
+template <> struct Vec8<float> {
+  static __device__ __forceinline__ void load(const float* p, float (&v)[8]) {
+    float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+  }
+};
+
 constexpr int kAbsmaxCols = 64;   // columns per block (2 per lane of a warp)
 constexpr int kAbsmaxRows = 8;    // warps per block, each walks its own rows
 
@@ -294,7 +318,7 @@ cudaError_t quantize_rows_t(const T* x, const float* col_amax, float threshold, 
     const int64_t nbc = std::min<int64_t>(65535, nb - b0);
     dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(nbc));
     auto run = [&](auto kernel, int threads) {
-      return launch_kernel(kernel, grid, dim3(threads), 0, stream, pdl && b0 == 0, x + b0 * s * h,
+      return launch_kernel(kernel, grid, dim3(threads), stream, pdl && b0 == 0, x + b0 * s * h,
                            col_amax + b0 * h, threshold, s, h, xq + b0 * s * h, row_scale + b0 * s,
                            idx + b0 * h, count + b0);
     };
