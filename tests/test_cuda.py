@@ -344,8 +344,13 @@ def test_cuda_chain_in_one_program(s, target):
 # The fused target at decode sizes (the early-launch chain on Hopper): every output, the
 # intermediate ones included, equals the three-call chain's bit for bit, over outlier counts
 # 0 .. all (more than the epilogue's 32-column chunk), leading batch dims, one to eight tokens and
-# rows up to 32768 wide. (These cases also covered the single-kernel decode experiment, see
+# rows up to 32768 wide (and one two-token-group case). (These cases also covered the single-kernel decode experiment, see
 # docs/kernels.md.)
+@pytest.mark.parametrize("lead,s,h,o,n_out,dtype", [
+    ((), 1, 4096, 520, 6, BF16), ((), 1, 20480, 96, 40, BF16), ((), 1, 32768, 33, 6, F16),
+    ((), 2, 16384, 64, 0, F32), ((), 3, 1024, 77, 1024, F32), ((), 4, 8192, 130, 70, F16),
+    ((), 8, 4096, 48, 6, BF16), ((), 8, 5120, 40, 6, BF16), ((), 5, 16, 24, 16, F32),
+    ((2, 3), 2, 512, 40, 3, BF16), ((), 13, 4096, 72, 6, BF16)])
 def test_cuda_fused_decode_sizes(lead, s, h, o, n_out, dtype):
     rng = np.random.default_rng(s * 131 + h + o + n_out)
     x = rng.standard_normal(lead + (s, h)).astype(np.float32)
