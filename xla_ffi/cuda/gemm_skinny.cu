@@ -55,15 +55,9 @@ __device__ __forceinline__ uint4 load_stream(const int8_t* p) {
 
 // 3 blocks (24 warps) per SM: enough 16-byte loads in flight, and the 2.4 blocks per SM of
 // the common decode shapes fit in one wave.
-//
-// Variants (tuning experiment, JAXINT8_SKINNY_VARIANT): UNROLL > 0 sets the chunks in flight per
-// warp step (default by TILES), MINB the blocks per SM of the launch bounds, STAGES > 0 streams
-// the weight through a per-warp cp.async ring of STAGES chunks in shared memory instead of
-// registers (each lane reads back only what it copied, so no barrier is needed).
-template <int TILES, int MT, bool ALIGNED, int UNROLL = 0, int MINB = 3, int STAGES = 0>
-__global__ void __launch_bounds__(kThreads, MINB) skinny_kernel(Int8GemmParams p) {
-  static_assert(STAGES == 0 || (ALIGNED && TILES == 1), "cp.async ring: aligned, 16-row tiles");
-  constexpr int U = UNROLL > 0 ? UNROLL : (TILES >= 4 ? 1 : (TILES == 2 ? 2 : 4));  // chunks per step
+template <int TILES, int MT, bool ALIGNED>
+__global__ void __launch_bounds__(kThreads, 3) skinny_kernel(Int8GemmParams p) {
+  constexpr int U = TILES >= 4 ? 1 : (TILES == 2 ? 2 : 4);  // chunks in flight per warp step
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, q = lane & 3;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * (16 * TILES);
@@ -134,87 +128,36 @@ __global__ void __launch_bounds__(kThreads, MINB) skinny_kernel(Int8GemmParams p
       for (int r = 0; r < 4; ++r) acc[t][j][r] = 0;
 
   const int64_t n_chunks = (k + kChunk - 1) / kChunk;
-  if constexpr (STAGES > 0) {
-    extern __shared__ __align__(16) unsigned char ring_smem[];
-    // Slot layout: half h (rows g / g + 8) at h * 512 + lane * 16, so each 16-byte read-back by
-    // the warp is 512 contiguous bytes (conflict-free).
-    const uint32_t ring = static_cast<uint32_t>(__cvta_generic_to_shared(ring_smem)) +
-                          static_cast<uint32_t>(warp * STAGES * 1024 + lane * 16);
-    const int64_t n_mine = n_chunks > warp ? (n_chunks - warp + kWarps - 1) / kWarps : 0;
-    auto issue = [&](int64_t i) {
-      const int64_t k0 = (warp + i * kWarps) * kChunk + q * 16;
-      const bool ok = i < n_mine && k0 < k;
-      const uint32_t slot = ring + static_cast<uint32_t>((i % STAGES) * 1024);
+  for (int64_t c = warp; c < n_chunks; c += kWarps * U) {
+    uint4 wv[U][TILES][2], xv[U][MT];
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int8_t* src = ok ? p.wq + wrow[0][h] * k + k0 : p.wq;
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
-                     :: "r"(slot + h * 512), "l"(src), "r"(ok ? 16 : 0) : "memory");
-      }
-      asm volatile("cp.async.commit_group;" ::: "memory");
-    };
+    for (int u = 0; u < U; ++u) {
+      const int64_t k0 = (c + static_cast<int64_t>(u) * kWarps) * kChunk + q * 16;
 #pragma unroll
-    for (int i = 0; i < STAGES - 1; ++i) issue(i);
-    uint4 xn[MT];  // activations of the next chunk, loaded one step ahead
+      for (int t = 0; t < TILES; ++t)
 #pragma unroll
-    for (int j = 0; j < MT; ++j) xn[j] = load16<true>(p.xq, xrow[j], k, warp * kChunk + q * 16);
-    for (int64_t i = 0; i < n_mine; ++i) {
-      asm volatile("cp.async.wait_group %0;" :: "n"(STAGES - 2) : "memory");  // chunk i landed
-      issue(i + STAGES - 1);  // into the slot read (and consumed) one step ago
-      const uint32_t slot = ring + static_cast<uint32_t>((i % STAGES) * 1024);
-      uint4 w[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-        asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];"
-                     : "=r"(w[h].x), "=r"(w[h].y), "=r"(w[h].z), "=r"(w[h].w) : "r"(slot + h * 512));
-      uint4 xv[MT];
-#pragma unroll
-      for (int j = 0; j < MT; ++j) {
-        xv[j] = xn[j];
-        xn[j] = load16<true>(p.xq, xrow[j], k, (warp + (i + 1) * kWarps) * kChunk + q * 16);
-      }
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const uint32_t a[4] = {u4(w[0], 2 * half), u4(w[1], 2 * half), u4(w[0], 2 * half + 1),
-                               u4(w[1], 2 * half + 1)};
-#pragma unroll
-        for (int j = 0; j < MT; ++j)
-          mma_s8_16832(acc[0][j], a, u4(xv[j], 2 * half), u4(xv[j], 2 * half + 1));
-      }
-    }
-    asm volatile("cp.async.wait_group 0;" ::: "memory");
-  } else {
-    for (int64_t c = warp; c < n_chunks; c += kWarps * U) {
-      uint4 wv[U][TILES][2], xv[U][MT];
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int64_t k0 = (c + static_cast<int64_t>(u) * kWarps) * kChunk + q * 16;
-#pragma unroll
-        for (int t = 0; t < TILES; ++t)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            if constexpr (ALIGNED) {
-              wv[u][t][h] = k0 < k ? load_stream(p.wq + wrow[t][h] * k + k0) : make_uint4(0, 0, 0, 0);
-            } else {
-              wv[u][t][h] = load16<false>(p.wq, wrow[t][h], k, k0);
-            }
+        for (int h = 0; h < 2; ++h) {
+          if constexpr (ALIGNED) {
+            wv[u][t][h] = k0 < k ? load_stream(p.wq + wrow[t][h] * k + k0) : make_uint4(0, 0, 0, 0);
+          } else {
+            wv[u][t][h] = load16<false>(p.wq, wrow[t][h], k, k0);
           }
+        }
 #pragma unroll
-        for (int j = 0; j < MT; ++j) xv[u][j] = load16<ALIGNED>(p.xq, xrow[j], k, k0);
-      }
-#pragma unroll
-      for (int u = 0; u < U; ++u)
-#pragma unroll
-        for (int half = 0; half < 2; ++half)
-#pragma unroll
-          for (int t = 0; t < TILES; ++t) {
-            const uint32_t a[4] = {u4(wv[u][t][0], 2 * half), u4(wv[u][t][1], 2 * half),
-                                   u4(wv[u][t][0], 2 * half + 1), u4(wv[u][t][1], 2 * half + 1)};
-#pragma unroll
-            for (int j = 0; j < MT; ++j)
-              mma_s8_16832(acc[t][j], a, u4(xv[u][j], 2 * half), u4(xv[u][j], 2 * half + 1));
-          }
+      for (int j = 0; j < MT; ++j) xv[u][j] = load16<ALIGNED>(p.xq, xrow[j], k, k0);
     }
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+#pragma unroll
+        for (int t = 0; t < TILES; ++t) {
+          const uint32_t a[4] = {u4(wv[u][t][0], 2 * half), u4(wv[u][t][1], 2 * half),
+                                 u4(wv[u][t][0], 2 * half + 1), u4(wv[u][t][1], 2 * half + 1)};
+#pragma unroll
+          for (int j = 0; j < MT; ++j)
+            mma_s8_16832(acc[t][j], a, u4(xv[u][j], 2 * half), u4(xv[u][j], 2 * half + 1));
+        }
   }
 
   // Cross-warp reduction of the int32 partial sums.
@@ -274,18 +217,11 @@ __global__ void __launch_bounds__(kThreads, MINB) skinny_kernel(Int8GemmParams p
   }
 }
 
-template <int TILES, int MT, bool ALIGNED, int UNROLL = 0, int MINB = 3, int STAGES = 0>
+template <int TILES, int MT, bool ALIGNED>
 cudaError_t launch_t(const Int8GemmParams& p, cudaStream_t stream, bool pdl) {
   const int64_t rows = 16 * TILES;
   const dim3 grid(static_cast<unsigned>((p.n + rows - 1) / rows), static_cast<unsigned>((p.m + 15) / 16));
-  auto kernel = skinny_kernel<TILES, MT, ALIGNED, UNROLL, MINB, STAGES>;
-  const size_t smem = static_cast<size_t>(STAGES) * kWarps * 1024;
-  if (smem > 48 * 1024) {
-    static const cudaError_t attr =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    if (attr != cudaSuccess) return attr;
-  }
-  return launch_kernel(kernel, grid, dim3(kThreads), smem, stream, pdl, p);
+  return launch_kernel(skinny_kernel<TILES, MT, ALIGNED>, grid, dim3(kThreads), stream, pdl, p);
 }
 
 template <int MT, bool ALIGNED>
@@ -295,20 +231,9 @@ cudaError_t launch_tiles(const Int8GemmParams& p, int num_sms, cudaStream_t stre
     const char* v = std::getenv("JAXINT8_SKINNY_TILES");  // tuning knob: 1, 2 or 4
     return v ? std::atoi(v) : 0;
   }();
-  // Tuning experiment: 1 = 8 chunks in flight per warp at 2 blocks/SM, 2 = cp.async ring of 8
-  // chunks per warp at 3 blocks/SM, 3 = cp.async ring of 12 chunks at 2 blocks/SM.
-  static const int variant = [] {
-    const char* v = std::getenv("JAXINT8_SKINNY_VARIANT");
-    return v ? std::atoi(v) : 0;
-  }();
   if (forced == 4) return launch_t<4, MT, ALIGNED>(p, stream, pdl);
   if (forced == 2) return launch_t<2, MT, ALIGNED>(p, stream, pdl);
   if (forced == 1) return launch_t<1, MT, ALIGNED>(p, stream, pdl);
-  if constexpr (ALIGNED) {
-    if (variant == 1 && MT == 1) return launch_t<1, MT, ALIGNED, 8, 2>(p, stream, pdl);
-    if (variant == 2) return launch_t<1, MT, ALIGNED, 0, 3, 8>(p, stream, pdl);
-    if (variant == 3) return launch_t<1, MT, ALIGNED, 0, 2, 12>(p, stream, pdl);
-  }
   // Default: 16 weight rows per block. Measured on the H100 (ncu, median of 8, bf16, 6
   // outliers, 1 / 16 tokens): 5120->20480 43.6 / 47.8 us with 16 rows, 44.9 / 50.8 with 32,
   // 48.6 / 59.2 with 64; 12288->49152 214 / 222 vs 245 / 275 vs 272 / 323. Small blocks balance
