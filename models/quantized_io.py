@@ -35,13 +35,6 @@ CONFIG_FILE = "jaxint8_config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def _lossless_float_widening(src, dst) -> bool:
-    """bfloat16/float16 -> float32 and the like: every value converts exactly."""
-    src, dst = jnp.dtype(src), jnp.dtype(dst)
-    return (jnp.issubdtype(src, jnp.floating) and jnp.issubdtype(dst, jnp.floating)
-            and src.itemsize < dst.itemsize)
-
-
 def _dtype_name(dt):
     return None if dt is None else jnp.dtype(dt).name
 
@@ -121,8 +114,6 @@ def load_quantized(directory: str | os.PathLike):
             name = ".".join(path)
             arr = reader.read(name, leaf.shape, name)
             if arr.dtype != leaf.dtype:
-                if not _lossless_float_widening(arr.dtype, leaf.dtype):
-                    raise CheckpointError(f"tensor {name!r} has dtype {arr.dtype}, expected {leaf.dtype}")
-                arr = np.asarray(arr).astype(leaf.dtype)  # e.g. an int8 layer bias saved in bf16 by earlier versions
+                raise CheckpointError(f"tensor {name!r} has dtype {arr.dtype}, expected {leaf.dtype}")
             set_path(params, path, jnp.asarray(arr))
     return model, params

@@ -40,31 +40,6 @@ def test_int8_dense_init_params_and_dtypes():
     assert set(no_bias) == {"kernel", "scale"}
 
 
-def test_int8_bias_is_stored_float32_and_not_converted_per_call():
-    """The kernels add the bias in float32: Int8Dense / Int8Linear / the converter keep it in
-    float32 (exact widening of a bf16 bias), so a jitted call converts nothing but x."""
-    x = _x(dtype=jnp.bfloat16)
-    dense = nn.Dense(32, param_dtype=jnp.bfloat16, dtype=jnp.bfloat16)
-    fp = dense.init(jax.random.key(2), x)["params"]
-    fp = {**fp, "bias": jax.random.normal(jax.random.key(3), (32,), jnp.bfloat16)}
-    qp = quantize_dense_params(fp)
-    assert qp["bias"].dtype == jnp.float32
-    np.testing.assert_array_equal(np.asarray(qp["bias"]), np.asarray(fp["bias"], np.float32))
-    layer = Int8Dense(32, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
-    assert layer.init(jax.random.key(1), x)["params"]["bias"].dtype == jnp.float32
-    # Same output as with the bf16 bias (the op widens it itself), bit for bit.
-    got = layer.apply({"params": qp}, x)
-    old = layer.apply({"params": {**qp, "bias": fp["bias"]}}, x)
-    np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(old, np.float32))
-    jaxpr = jax.make_jaxpr(lambda p, x: layer.apply({"params": p}, x))(qp, x).jaxpr
-    bias_var = jaxpr.invars[0]  # params flatten as bias, kernel, scale
-    assert bias_var.aval.shape == (32,) and bias_var.aval.dtype == jnp.float32
-    assert not any(e.primitive.name == "convert_element_type" and bias_var in e.invars
-                   for e in jaxpr.eqns)
-    nnx_layer = Int8Linear(64, 32, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
-    assert nnx_layer.bias[...].dtype == jnp.float32
-
-
 def test_fresh_int8_dense_is_a_quantized_dense():
     x = _x()
     layer, dense = Int8Dense(48), nn.Dense(48)

@@ -23,8 +23,6 @@ def _quantize_dense(tree):
     q = quantize_weight(tree["kernel"])
     out = {"kernel": q.qweight, "scale": q.scale}
     out.update({k: v for k, v in tree.items() if k != "kernel"})
-    if "bias" in out:  # Int8Dense keeps its bias in float32 (exact widening)
-        out["bias"] = jnp.asarray(out["bias"], jnp.float32)
     return out
 
 
@@ -38,8 +36,7 @@ def quantize_dense_params(params: Mapping[str, Any], *, target: Optional[Mapping
     """Converts the ``nn.Dense`` entries of a float linen ``params`` tree to ``Int8Dense`` ones.
 
     A Dense entry is a dict ``{'kernel': float [in, out], 'bias'?: [out]}``; it becomes
-    ``{'kernel': int8 [out, in], 'scale': f32 [out], 'bias'?: f32 [out]}``. Everything else is kept
-    as is.
+    ``{'kernel': int8 [out, in], 'scale': f32 [out], 'bias'?}``. Everything else is kept as is.
 
     Args:
       params: the float parameter tree (the ``'params'`` collection).

@@ -20,9 +20,7 @@ class Int8Dense(nn.Module):
     Parameters (collection ``params``):
       kernel: int8 ``[features, in_features]`` (K-major: transposed relative to ``nn.Dense``).
       scale:  float32 ``[features]``, per-output-column absmax of the float weight.
-      bias:   float32 ``[features]`` (if ``use_bias``). The kernels add the bias in float32, so it
-              is stored that way: no conversion inside every call (a jitted decode loop would
-              otherwise convert each layer's biases at every step).
+      bias:   ``param_dtype`` ``[features]`` (if ``use_bias``).
 
     ``init`` draws a float kernel with ``kernel_init`` and quantizes it, so a fresh layer behaves
     like a quantized ``nn.Dense``. To convert trained float params use
@@ -72,6 +70,6 @@ class Int8Dense(nn.Module):
         scale = self.param("scale", init_scale)
         bias = None
         if self.use_bias:
-            bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
         return apply_int8(inputs, kernel, scale, bias, dtype=self.dtype,
                           param_dtype=self.param_dtype, threshold=self.threshold)

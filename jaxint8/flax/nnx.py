@@ -56,15 +56,14 @@ class Int8Linear(nnx.Module):
                                  "with Int8Linear.from_linear / Int8Linear.from_weight")
             weight = quantize_weight(
                 kernel_init(rngs.params(), (in_features, out_features), param_dtype))
-            bias = bias_init(rngs.params(), (out_features,), jnp.float32) if use_bias else None
+            bias = bias_init(rngs.params(), (out_features,), param_dtype) if use_bias else None
         elif tuple(weight.qweight.shape) != (out_features, in_features):
             raise ValueError(f"Int8Linear: weight.qweight must be [{out_features}, {in_features}], "
                              f"got {list(weight.qweight.shape)}")
         self.in_features, self.out_features = in_features, out_features
         self.kernel = QuantizedArray(weight.qweight)
         self.scale = QuantizedArray(weight.scale)
-        # float32, like Int8Dense's bias: the kernels add it in float32 (no convert per call).
-        self.bias = nnx.Param(jnp.asarray(bias, jnp.float32)) if bias is not None else None
+        self.bias = nnx.Param(bias) if bias is not None else None
         self.dtype, self.param_dtype, self.threshold = dtype, param_dtype, threshold
 
     @classmethod
