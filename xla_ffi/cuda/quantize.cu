@@ -318,7 +318,7 @@ cudaError_t quantize_rows_t(const T* x, const float* col_amax, float threshold, 
     const int64_t nbc = std::min<int64_t>(65535, nb - b0);
     dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(nbc));
     auto run = [&](auto kernel, int threads) {
-      return launch_kernel(kernel, grid, dim3(threads), 0, stream, pdl && b0 == 0, x + b0 * s * h,
+      return launch_kernel(kernel, grid, dim3(threads), stream, pdl && b0 == 0, x + b0 * s * h,
                            col_amax + b0 * h, threshold, s, h, xq + b0 * s * h, row_scale + b0 * s,
                            idx + b0 * h, count + b0);
     };
