@@ -9,7 +9,11 @@
 //
 // Block = 8 warps on the same TILES x 16 weight rows (TILES = 1 by default); warp w takes the 64-byte K chunks
 // w, w + 8, ...; the int32 partial sums meet in shared memory (exact, order-free), then the
-// fused epilogue (dequant + outliers + bias + cast) writes the outputs.
+// fused epilogue (dequant + outliers + bias + cast) writes the outputs. A ninth warp gathers the
+// first outlier columns meanwhile: the outlier count -> index -> value loads are a chain of
+// dependent latencies that stalled every block before its first weight load (measured with
+// benchmarks/cuda/run_skinny_bench.sh: 5120->20480 at 1 token 42.3 -> 37.8 us, 49152->12288
+// 227 -> 218 us, bit-identical).
 #include <algorithm>
 #include <cstdlib>
 
@@ -19,8 +23,9 @@
 namespace jaxint8::cuda {
 namespace {
 
-constexpr int kWarps = 8;
+constexpr int kWarps = 8;                   // warps streaming the weight
 constexpr int kThreads = kWarps * 32;
+constexpr int kBlockThreads = kThreads + 32;  // + the outlier-staging warp
 constexpr int kChunk = 64;  // K bytes per warp step (two m16n8k32 per tile)
 
 // 16 bytes of row `row` at column k0 (zero beyond k). ALIGNED: rows are 16-byte aligned and
@@ -53,10 +58,10 @@ __device__ __forceinline__ uint4 load_stream(const int8_t* p) {
   return r;
 }
 
-// 3 blocks (24 warps) per SM: enough 16-byte loads in flight, and the 2.4 blocks per SM of
-// the common decode shapes fit in one wave.
+// 3 blocks (24 streaming warps) per SM: enough 16-byte loads in flight, and the 2.4 blocks per SM
+// of the common decode shapes fit in one wave.
 template <int TILES, int MT, bool ALIGNED>
-__global__ void __launch_bounds__(kThreads, 3) skinny_kernel(Int8GemmParams p) {
+__global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(Int8GemmParams p) {
   constexpr int U = TILES >= 4 ? 1 : (TILES == 2 ? 2 : 4);  // chunks in flight per warp step
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, q = lane & 3;
@@ -75,10 +80,12 @@ __global__ void __launch_bounds__(kThreads, 3) skinny_kernel(Int8GemmParams p) {
 #pragma unroll
   for (int j = 0; j < MT; ++j) xrow[j] = min(m0 + j * 8 + g, m - 1);
 
-  // Outliers: the block stages x[tokens, O] and W_deq[O, rows] for TC outlier columns at a
-  // time in shared memory. The first TC are gathered before the main loop, so their latency
-  // hides under the weight stream; each output then sums them in order in the epilogue.
+  // Outliers: x[tokens, O] and W_deq[O, rows] are staged in shared memory for up to TC outlier
+  // columns at a time; each output sums them in order in the epilogue. The staging warp gathers
+  // the first kEarlyCols during the main loop (few enough that all its loads are in flight at
+  // once: a longer serial gather would outlast the weight stream), the block the rest afterwards.
   constexpr int TC = 32;
+  constexpr int kEarlyCols = 8;
   constexpr int kRows = 16 * TILES;
   __shared__ int s_idx[TC];
   __shared__ float s_x[16][TC + 1];
@@ -98,26 +105,33 @@ __global__ void __launch_bounds__(kThreads, 3) skinny_kernel(Int8GemmParams p) {
 #endif
   pdl_wait();
   const int count = clamped_count(p.outlier_count, k);
-  auto stage_outliers = [&](int t0, int tc) {
-    if (threadIdx.x < tc) {
-      const int c = p.outlier_idx[t0 + threadIdx.x];
-      s_idx[threadIdx.x] = (c >= 0 && c < k) ? c : -1;  // malformed list: stay in bounds
+  // Outlier columns t0 .. t0 + tc by threads tid = 0 .. nthr - 1; sync() separates the index
+  // list from the gathers (a block barrier, or a warp barrier for the staging warp).
+  auto stage_outliers = [&](int t0, int tc, int tid, int nthr, auto sync) {
+    if (tid < tc) {
+      const int c = p.outlier_idx[t0 + tid];
+      s_idx[tid] = (c >= 0 && c < k) ? c : -1;  // malformed list: stay in bounds
     }
-    __syncthreads();
-    for (int e = threadIdx.x; e < 16 * tc; e += kThreads) {
+    sync();
+#pragma unroll 4
+    for (int e = tid; e < 16 * tc; e += nthr) {
       const int tok = e % 16, t = e / 16;
       const int c = s_idx[t];
       s_x[tok][t] = (m0 + tok < m && c >= 0) ? load_float(p.x, p.x_type, (m0 + tok) * k + c) : 0.0f;
     }
-#pragma unroll 2
-    for (int e = threadIdx.x; e < kRows * tc; e += kThreads) {
+#pragma unroll 4
+    for (int e = tid; e < kRows * tc; e += nthr) {
       const int rr = e % kRows, t = e / kRows;
       const int c = s_idx[t];
       const int64_t row = n0 + rr;
       s_w[t][rr] = (row < n && c >= 0) ? dequantize_weight(p.wq[row * k + c], p.col_scale[row]) : 0.0f;
     }
   };
-  if (count > 0) stage_outliers(0, min(TC, count));  // visible after the reduction barrier
+  auto block_sync = [] { __syncthreads(); };
+  const int early = min(kEarlyCols, count);
+  if (warp == kWarps) {  // the staging warp (visible after the reduction barrier)
+    if (early > 0) stage_outliers(0, early, lane, 32, [] { __syncwarp(); });
+  }
 
   int32_t acc[TILES][MT][4];
 #pragma unroll
@@ -128,7 +142,7 @@ __global__ void __launch_bounds__(kThreads, 3) skinny_kernel(Int8GemmParams p) {
       for (int r = 0; r < 4; ++r) acc[t][j][r] = 0;
 
   const int64_t n_chunks = (k + kChunk - 1) / kChunk;
-  for (int64_t c = warp; c < n_chunks; c += kWarps * U) {
+  for (int64_t c = warp; c < n_chunks && warp < kWarps; c += kWarps * U) {
     uint4 wv[U][TILES][2], xv[U][MT];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -168,7 +182,8 @@ __global__ void __launch_bounds__(kThreads, 3) skinny_kernel(Int8GemmParams p) {
 #pragma unroll
     for (int j = 0; j < MT; ++j)
 #pragma unroll
-      for (int r = 0; r < 4; ++r) red[warp][(t * MT + j) * 4 + r][lane] = acc[t][j][r];
+      for (int r = 0; r < 4; ++r)
+        if (warp < kWarps) red[warp][(t * MT + j) * 4 + r][lane] = acc[t][j][r];
   __syncthreads();
 
   // Each thread finishes up to kOut outputs: int32 sums first (this also frees `red`).
@@ -185,7 +200,7 @@ __global__ void __launch_bounds__(kThreads, 3) skinny_kernel(Int8GemmParams p) {
     tl[u] = j * 8 + (ln & 3) * 2 + (r & 1);
     sums[u] = 0;
     osum[u] = 0.0f;
-    if (e >= kVals * 32 || n0 + rl[u] >= n || m0 + tl[u] >= m) {
+    if (threadIdx.x >= kThreads || e >= kVals * 32 || n0 + rl[u] >= n || m0 + tl[u] >= m) {
       rl[u] = -1;
       continue;
     }
@@ -193,12 +208,12 @@ __global__ void __launch_bounds__(kThreads, 3) skinny_kernel(Int8GemmParams p) {
     for (int w = 0; w < kWarps; ++w) sums[u] += red[w][v][ln];
   }
 
-  // Outlier part (staged before the main loop for the first TC columns, see above).
-  for (int t0 = 0; t0 < count; t0 += TC) {
-    const int tc = min(TC, count - t0);
+  // Outlier part: the first `early` columns were staged during the main loop, the rest go in
+  // rounds of TC, in ascending order (the CPU handler's summation order).
+  for (int t0 = 0, tc = early; t0 < count; t0 += tc, tc = min(TC, count - t0)) {
     if (t0 > 0) {
       __syncthreads();  // previous chunk fully consumed
-      stage_outliers(t0, tc);
+      stage_outliers(t0, tc, threadIdx.x, kBlockThreads, block_sync);
       __syncthreads();
     }
 #pragma unroll
@@ -221,7 +236,7 @@ template <int TILES, int MT, bool ALIGNED>
 cudaError_t launch_t(const Int8GemmParams& p, cudaStream_t stream, bool pdl) {
   const int64_t rows = 16 * TILES;
   const dim3 grid(static_cast<unsigned>((p.n + rows - 1) / rows), static_cast<unsigned>((p.m + 15) / 16));
-  return launch_kernel(skinny_kernel<TILES, MT, ALIGNED>, grid, dim3(kThreads), stream, pdl, p);
+  return launch_kernel(skinny_kernel<TILES, MT, ALIGNED>, grid, dim3(kBlockThreads), stream, pdl, p);
 }
 
 template <int MT, bool ALIGNED>
