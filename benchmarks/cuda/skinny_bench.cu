@@ -18,47 +18,16 @@
 #include <cstring>
 #include <vector>
 
+#include "harness_common.cuh"
 #include "cuda/launch.h"
 
 using namespace jaxint8::cuda;
 
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorString(e_), __FILE__, \
-                   __LINE__, #x);                                                              \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
 
 namespace {
 
-__device__ __forceinline__ uint64_t mix(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-__device__ __forceinline__ float unif(uint64_t seed, int64_t i) {  // [0, 1)
-  return static_cast<float>(mix(seed * 0x100000001B3ull + i) >> 40) / 16777216.0f;
-}
-__global__ void fill_i8(int8_t* p, int64_t n, uint64_t seed) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    p[i] = static_cast<int8_t>(static_cast<int>(mix(seed * 7919 + i) % 255) - 127);
-}
-__global__ void fill_f32(float* p, int64_t n, uint64_t seed, float lo, float hi) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    p[i] = lo + (hi - lo) * unif(seed, i);
-}
-__global__ void fill_bf16(__nv_bfloat16* p, int64_t n, uint64_t seed) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    p[i] = __float2bfloat16(4.0f * unif(seed, i) - 2.0f);
-}
-
-// Read-bandwidth references over the same bytes as a weight: fully coalesced 16-byte loads,
-// and the skinny kernel's pattern (per warp: 16 rows x 64 contiguous bytes per step, 8 warps per
-// block on the same 16 rows, 4 steps in flight), both without arithmetic beyond an XOR.
+// Read-bandwidth references over the same bytes as a weight, without arithmetic beyond an XOR:
+// fully coalesced 16-byte loads here, the skinny kernel's pattern with read_rows_pattern below.
 __global__ void read_coalesced(const uint4* __restrict__ p, int64_t n16, int* sink) {
   uint32_t acc = 0;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
@@ -76,25 +45,6 @@ __global__ void read_coalesced(const uint4* __restrict__ p, int64_t n16, int* si
   }
   if (acc == 0x12345678u) *sink = 1;
 }
-__global__ void read_skinny_pattern(const int8_t* __restrict__ w, int64_t n, int64_t k, int* sink) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-  const int64_t r0 = blockIdx.x * 16ll + g, r1 = r0 + 8;
-  uint32_t acc = 0;
-  const int64_t chunks = k / 64;
-  for (int64_t c = warp; c < chunks; c += 32) {
-    uint4 v[4][2];
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      const int64_t k0 = (c + u * 8) * 64 + q * 16;
-      v[u][0] = k0 < k ? __ldcs(reinterpret_cast<const uint4*>(w + r0 * k + k0)) : make_uint4(0, 0, 0, 0);
-      v[u][1] = k0 < k ? __ldcs(reinterpret_cast<const uint4*>(w + r1 * k + k0)) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int u = 0; u < 4; ++u) acc ^= v[u][0].x ^ v[u][1].y ^ v[u][0].z ^ v[u][1].w;
-  }
-  if (acc == 0x12345678u) *sink = 1;
-}
-
 struct Case {
   int64_t k, n, m;
   int outliers;
@@ -326,7 +276,8 @@ int main(int argc, char** argv) {
       const float us = time_graph(gemm, iters, 7, s);
       const bool sized = c.k % 64 == 0 && c.n % 16 == 0;  // the reference reads need whole pieces
       const float patt = !sized ? 0.0f : time_graph([&](int i) {
-        read_skinny_pattern<<<static_cast<unsigned>(c.n / 16), 256, 0, s>>>(wq + (i % copies) * stride, c.n, c.k, sink);
+        // the skinny kernel's layout and load flavour: 8 rows x 64 B per instruction, 8 loads in flight
+        read_rows_pattern<8, 8, 1><<<static_cast<unsigned>(c.n / 16), 256, 0, s>>>(wq + (i % copies) * stride, c.n, c.k, sink);
       }, iters, 7, s);
       const float coal = !sized ? 0.0f : time_graph([&](int i) {
         read_coalesced<<<sms * 8, 256, 0, s>>>(reinterpret_cast<const uint4*>(wq + (i % copies) * stride), wbytes / 16, sink);

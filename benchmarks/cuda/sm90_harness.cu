@@ -18,40 +18,15 @@
 #include <string>
 #include <vector>
 
+#include "harness_common.cuh"
 #include "cuda/kernels.h"
 #include "cuda/sm90/gemm_sm90.h"
 #include "cuda/sm90/gemm_sm90_configs.h"
 
 using namespace jaxint8::cuda;
 
-#define CK(x)                                                                             \
-  do {                                                                                    \
-    cudaError_t e_ = (x);                                                                 \
-    if (e_ != cudaSuccess) {                                                              \
-      fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorString(e_), __FILE__, \
-              __LINE__, #x);                                                              \
-      exit(1);                                                                            \
-    }                                                                                     \
-  } while (0)
 
 // ------------------------------------------------------------------ random data
-__device__ __forceinline__ uint64_t mix(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-__device__ __forceinline__ float unif(uint64_t seed, int64_t i) {  // [-1, 1)
-  return static_cast<float>(mix(seed * 0x100000001B3ull + i) >> 40) / 8388608.0f - 1.0f;
-}
-__global__ void fill_i8(int8_t* p, int64_t n, uint64_t seed) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    p[i] = static_cast<int8_t>(static_cast<int>(mix(seed * 7919 + i) % 255) - 127);
-}
-__global__ void fill_f32(float* p, int64_t n, uint64_t seed, float lo, float hi) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    p[i] = lo + (hi - lo) * 0.5f * (unif(seed, i) + 1.0f);
-}
 // x values: mostly N-ish(0,1) size, every column scaled by a random factor up to 40 (outlier-like)
 __global__ void fill_x(void* p, int type, int64_t n, int64_t k, uint64_t seed) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
@@ -60,10 +35,6 @@ __global__ void fill_x(void* p, int type, int64_t n, int64_t k, uint64_t seed) {
     else if (type == 1) static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v);
     else static_cast<__half*>(p)[i] = __float2half(v);
   }
-}
-__global__ void fill_bf16(__nv_bfloat16* p, int64_t n, uint64_t seed) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    p[i] = __float2bfloat16(unif(seed, i));
 }
 
 __device__ __forceinline__ float ld_x(const void* x, int t, int64_t i) {
