@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build and run the Hopper int8 GEMM harness (correctness + timing vs cuBLAS bf16) on an sm_90 GPU.
-#   benchmarks/cuda/run_sm90_harness.sh [harness args: --no-check | --no-time]
+#   benchmarks/cuda/run_sm90_harness.sh [harness args: --no-check | --no-time | --variants]
 # CUTLASS headers: $CUTLASS_INCLUDE, else the nvidia-cutlass wheel in .whl/ (offline install).
 # Logs go to $OUT (the device tool's output folder) or /tmp/sm90_out.
 set -euo pipefail
@@ -28,6 +28,15 @@ for s in "${SRCS[@]}"; do
   if [ -n "${SM90_OBJS:-}" ] && [ -f "$o" ] && [[ " ${SM90_REBUILD:-} " != *" $b "* ]]; then continue; fi
   ( nvcc "${FLAGS[@]}" -Xptxas -v -c "$s" -o "$o" > "$BUILD/$(basename "$s" .cu).log" 2>&1 \
       || { echo "COMPILE FAILED: $s"; cat "$BUILD/$(basename "$s" .cu).log"; exit 1; } ) &
+  pids+=($!)
+done
+# Benchmark-only configurations (sm90_variants.cu), one object per variant.
+for v in 1 2 3; do
+  o="$BUILD/sm90_variants_$v.o"
+  if [ -n "${SM90_OBJS:-}" ] && [ -f "$o" ] && [[ " ${SM90_REBUILD:-} " != *" sm90_variants "* ]]; then continue; fi
+  ( nvcc "${FLAGS[@]}" -DJAXINT8_VARIANT=$v -Xptxas -v -c "$ROOT/benchmarks/cuda/sm90_variants.cu" -o "$o" \
+      > "$BUILD/sm90_variants_$v.log" 2>&1 \
+      || { echo "COMPILE FAILED: sm90_variants.cu ($v)"; cat "$BUILD/sm90_variants_$v.log"; exit 1; } ) &
   pids+=($!)
 done
 fail=0

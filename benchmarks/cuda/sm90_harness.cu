@@ -165,6 +165,13 @@ static Int8GemmParams params_of(const Problem& P, int y_type, bool bias, bool ou
 
 static int g_swizzle = 0, g_raster = 0, g_diag = 0, g_mode = 0;
 
+// Benchmark-only configurations (sm90_variants.cu, one object per variant), bf16 output only.
+namespace jaxint8::cuda::sm90 {
+cudaError_t gemm_var1_bf16(const GemmArgs& a, cudaStream_t stream);
+cudaError_t gemm_var2_bf16(const GemmArgs& a, cudaStream_t stream);
+cudaError_t gemm_var3_bf16(const GemmArgs& a, cudaStream_t stream);
+}  // namespace jaxint8::cuda::sm90
+
 // Run one configuration directly (which: 0 = launcher, 1 = pp, 2 = coop).
 static cudaError_t run_cfg(int which, const Int8GemmParams& p, cudaStream_t s) {
   if (which == 0) return sm90::launch_int8_gemm_sm90_mode(p, g_mode, s);
@@ -198,11 +205,19 @@ static cudaError_t run_cfg(int which, const Int8GemmParams& p, cudaStream_t s) {
   }
   if (which == 3) return sm90::gemm_pp_bf16_plain(a, s);
   if (which == 4) return sm90::gemm_coop_bf16_plain(a, s);
+  if (p.y_type != FloatType::kBF16) return cudaErrorInvalidValue;
+  if (which == 5) return sm90::gemm_var1_bf16(a, s);
+  if (which == 6) return sm90::gemm_var2_bf16(a, s);
+  if (which == 7) return sm90::gemm_var3_bf16(a, s);
   return cudaErrorInvalidValue;
 }
 
 static const char* tname(int t) { return t == 0 ? "f32" : t == 1 ? "bf16" : "f16"; }
-static const char* cname(int w) { return w == 0 ? "launcher" : w == 1 ? "pp64x128" : "coop128x256"; }
+static const char* cname(int w) {
+  static const char* names[] = {"launcher", "pp64x128", "coop128x256", "pp-plain", "coop-plain",
+                                "pp128x128", "pp128x128c2", "pp64x256"};
+  return w >= 0 && w < 8 ? names[w] : "?";
+}
 
 static int g_fail = 0, g_cases = 0;
 static unsigned long long *d_bad, *d_exact;
@@ -270,11 +285,51 @@ static float time_us(F&& f, int reps) {
   return median(ts);
 }
 
+// Every configuration (library + sm90_variants.cu) with 0 and 6 outlier columns (mode 0, bf16 out,
+// bias, gather included), plus a correctness check of each variant on an odd shape.
+
+static void time_variants() {
+  printf("== variants: correctness (mode 0)\n");
+  for (int cnt : {0, 6, 200}) {
+    Problem P;
+    make_problem(P, 1000, 2056, 640, 1, cnt, 9000 + cnt, true);
+    for (int which : {5, 6, 7}) check_case(P, which, 1, true, true, (size_t)-1, "variant");
+    free_problem(P);
+  }
+  printf("== variants: timing (us, median; gather + GEMM; cN = N outlier columns)\n");
+  const int configs[] = {1, 2, 5, 6, 7};
+  printf("    M x    N x    K |");
+  for (int w : configs) printf(" %-11s c0/c6 |", cname(w));
+  printf("\n");
+  struct S { int64_t m, n, k; };
+  for (S nk : {S{0, 20480, 5120}, S{0, 16384, 4096}, S{0, 5120, 20480}, S{0, 4096, 16384}}) {
+    for (int64_t m : {128, 512, 1024, 2048, 4096}) {
+      Problem P;
+      make_problem(P, m, nk.n, nk.k, 1, 6, 4242, false);
+      printf("%5lldx%5lldx%5lld |", (long long)m, (long long)nk.n, (long long)nk.k);
+      for (int w : configs) {
+        float t[2];
+        for (int c = 0; c < 2; ++c) {
+          int cnt = c ? 6 : 0;
+          CK(cudaMemcpy(P.count, &cnt, 4, cudaMemcpyHostToDevice));
+          Int8GemmParams p = params_of(P, 1, true, true);
+          t[c] = time_us([&] { CK(run_cfg(w, p, 0)); }, m >= 1024 ? 20 : 50);
+        }
+        printf(" %7.1f %7.1f |", t[0], t[1]);
+      }
+      printf("\n");
+      fflush(stdout);
+      free_problem(P);
+    }
+  }
+}
+
 int main(int argc, char** argv) {
-  bool do_check = true, do_time = true;
+  bool do_check = true, do_time = true, do_variants = false;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--no-check")) do_check = false;
     if (!strcmp(argv[i], "--no-time")) do_time = false;
+    if (!strcmp(argv[i], "--variants")) do_variants = true;
   }
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
@@ -322,6 +377,7 @@ int main(int argc, char** argv) {
     printf("== correctness: %d/%d cases passed (modes 0 and 1)\n", g_cases - g_fail, g_cases);
   }
 
+  if (do_variants) time_variants();
   if (do_time) {
     cublasHandle_t h;
     if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) { fprintf(stderr, "cublasCreate failed\n"); return 1; }

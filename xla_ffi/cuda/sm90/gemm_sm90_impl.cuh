@@ -367,6 +367,16 @@ struct PingpongConfig {
   using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecialized;
 };
 
+// Candidates for m > 512 (benchmarks/cuda/sm90_variants.cu): ping-pong tiles large enough for the
+// compute-bound shapes, so that one warp group's epilogue runs under the other's mainloop.
+template <int TM, int TN, int CM>
+struct PingpongVariantConfig {
+  using TileShape = Shape<Int<TM>, Int<TN>, _128>;
+  using ClusterShape = Shape<Int<CM>, _1, _1>;
+  using KernelSchedule = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
+  using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecialized;
+};
+
 template <class Config, class ElementD, bool kOutliers>
 struct Int8GemmKernel {
   using TileShape = typename Config::TileShape;

@@ -1,0 +1,22 @@
+// Benchmark-only CUTLASS configurations (not in the library): candidates for the m > 512 dispatch.
+// Compiled once per JAXINT8_VARIANT (1..3) by run_sm90_harness.sh; `sm90_harness --variants` times
+// them against the library's configurations.
+#include "cuda/sm90/gemm_sm90_impl.cuh"
+
+namespace jaxint8::cuda::sm90 {
+#if JAXINT8_VARIANT == 1
+using VariantConfig = PingpongVariantConfig<128, 128, 1>;
+#elif JAXINT8_VARIANT == 2
+using VariantConfig = PingpongVariantConfig<128, 128, 2>;
+#else
+using VariantConfig = PingpongVariantConfig<64, 256, 1>;
+#endif
+}  // namespace jaxint8::cuda::sm90
+
+#if JAXINT8_VARIANT == 1
+JAXINT8_SM90_DEFINE(gemm_var1_bf16, VariantConfig, cutlass::bfloat16_t, true)
+#elif JAXINT8_VARIANT == 2
+JAXINT8_SM90_DEFINE(gemm_var2_bf16, VariantConfig, cutlass::bfloat16_t, true)
+#else
+JAXINT8_SM90_DEFINE(gemm_var3_bf16, VariantConfig, cutlass::bfloat16_t, true)
+#endif
