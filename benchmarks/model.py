@@ -291,7 +291,8 @@ def bench_config(name: str, args) -> dict:
         cfg = hf_config(name, depth)
         fmodel = build_model(cfg, param_dtype=jnp.bfloat16, dtype=jnp.bfloat16)
         fparams = random_params(fmodel, outlier_dims=args.outlier_dims)
-        qmodel, qparams = quantize_model(fmodel, fparams, QuantConfig(int8=True, threshold=args.threshold))
+        quant = QuantConfig(int8=True, threshold=args.threshold, group=not args.no_group)
+        qmodel, qparams = quantize_model(fmodel, fparams, quant)
         per_depth[depth] = measure([("bf16", fmodel, fparams), ("int8", qmodel, qparams)], args)
         del fparams, qparams
     timing = []
@@ -318,6 +319,7 @@ def bench_config(name: str, args) -> dict:
         "timed_layers": depths,
         "outlier_dims": args.outlier_dims,
         "threshold": args.threshold,
+        "grouped_projections": not args.no_group,
     }
     return {"config": config, "memory": memory(name), "timing": timing}
 
@@ -430,6 +432,8 @@ def main(argv=None):
     p.add_argument("--decode-steps", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threshold", type=float, default=6.0)
+    p.add_argument("--no-group", action="store_true",
+                   help="int8 q/k/v (gate/up) one by one instead of one grouped op (A/B)")
     p.add_argument("--trace", action="store_true", help="trace the decode loop: span, busy time, kernels per step")
     p.add_argument("--outlier-dims", type=int, default=6, help="planted systematic outlier dims (0: none)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/model_<tag>.json)")

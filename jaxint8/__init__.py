@@ -18,7 +18,8 @@ Flax layers live in :mod:`jaxint8.flax` (linen ``Int8Dense``, nnx ``Int8Linear``
 
 from jaxint8 import reference
 from jaxint8._ffi import BUILT_WITH_CUDA
-from jaxint8.ops import DEFAULT_THRESHOLD, llm_int8_matmul, quantize_activations
+from jaxint8.ops import (DEFAULT_THRESHOLD, llm_int8_matmul, llm_int8_matmul_group,
+                         quantize_activations)
 from jaxint8.weights import Int8Weight, quantize_weight
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "Int8Weight",
     "llm_int8_matmul",
+    "llm_int8_matmul_group",
     "quantize_activations",
     "quantize_weight",
     "reference",

@@ -1,4 +1,5 @@
-"""Public ops: :func:`llm_int8_matmul` and :func:`quantize_activations`."""
+"""Public ops: :func:`llm_int8_matmul`, :func:`llm_int8_matmul_group` and
+:func:`quantize_activations`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from jaxint8 import partitioning, primitives
 from jaxint8.weights import Int8Weight
 
-__all__ = ["llm_int8_matmul", "quantize_activations", "DEFAULT_THRESHOLD"]
+__all__ = ["llm_int8_matmul", "llm_int8_matmul_group", "quantize_activations", "DEFAULT_THRESHOLD"]
 
 DEFAULT_THRESHOLD = 6.0
 
@@ -101,27 +102,93 @@ def llm_int8_matmul(x, weight: Int8Weight, bias=None, *, threshold=DEFAULT_THRES
     op = "llm_int8_matmul"
     _check_x(x, op)
     threshold = _check_threshold(threshold, op)
-    if not isinstance(weight, Int8Weight):
-        raise TypeError(f"{op}: weight must be a jaxint8.Int8Weight (from jaxint8.quantize_weight), "
-                        f"got {type(weight).__name__}")
-    if x.shape[-1] != weight.in_features:
-        raise ValueError(f"{op}: x.shape[-1] = {x.shape[-1]} does not match the weight's "
-                         f"in_features = {weight.in_features} (weight.qweight is "
-                         f"[out_features, in_features] = {list(weight.qweight.shape)})")
-    if bias is not None:
-        bias = jnp.asarray(bias)
-        if bias.shape != (weight.out_features,) or not jnp.issubdtype(bias.dtype, jnp.floating):
-            raise ValueError(f"{op}: bias must be a float array of shape ({weight.out_features},), "
-                             f"got {bias.dtype}{list(bias.shape)}")
-    out_dtype = jnp.dtype(x.dtype if out_dtype is None else out_dtype)
-    if out_dtype not in primitives.FLOAT_DTYPES:
-        raise TypeError(f"{op}: out_dtype must be float32, bfloat16 or float16, got {out_dtype}")
+    bias = _check_weight(x, weight, bias, op, "weight")
+    out_dtype = _check_out_dtype(x, out_dtype, op)
 
     lead = x.shape[:-1]
     x2 = x.reshape((math.prod(lead), x.shape[-1]))
     y = _matmul(x2, weight.qweight, weight.scale, bias, threshold, out_dtype,
                 partitioning.explicit_sharding(x2))
     return y.reshape(lead + (weight.out_features,))
+
+
+def _check_weight(x, weight, bias, op, name):
+    """Validates one weight (and its bias) against ``x``; returns the bias as an array or None."""
+    if not isinstance(weight, Int8Weight):
+        raise TypeError(f"{op}: {name} must be a jaxint8.Int8Weight (from jaxint8.quantize_weight), "
+                        f"got {type(weight).__name__}")
+    if x.shape[-1] != weight.in_features:
+        raise ValueError(f"{op}: x.shape[-1] = {x.shape[-1]} does not match {name}'s "
+                         f"in_features = {weight.in_features} ({name}.qweight is "
+                         f"[out_features, in_features] = {list(weight.qweight.shape)})")
+    if bias is None:
+        return None
+    bias = jnp.asarray(bias)
+    if bias.shape != (weight.out_features,) or not jnp.issubdtype(bias.dtype, jnp.floating):
+        raise ValueError(f"{op}: the bias of {name} must be a float array of shape "
+                         f"({weight.out_features},), got {bias.dtype}{list(bias.shape)}")
+    return bias
+
+
+def _check_out_dtype(x, out_dtype, op):
+    out_dtype = jnp.dtype(x.dtype if out_dtype is None else out_dtype)
+    if out_dtype not in primitives.FLOAT_DTYPES:
+        raise TypeError(f"{op}: out_dtype must be float32, bfloat16 or float16, got {out_dtype}")
+    return out_dtype
+
+
+def llm_int8_matmul_group(x, weights, biases=None, *, threshold=DEFAULT_THRESHOLD,
+                          out_dtype=None):
+    """:func:`llm_int8_matmul` of one ``x`` with several weights: ``x`` is quantized once.
+
+    For projections that read the same activations (attention q/k/v, a gated MLP's gate/up).
+    The results equal ``tuple(llm_int8_matmul(x, w, b) for w, b in zip(weights, biases))`` bit
+    for bit (the outlier set and row scales depend on ``x`` only); on a GPU the quantization
+    runs once and, for decode-sized ``x`` (≤ 16 tokens), the GEMMs of all weights are one kernel
+    launch. Gradients, ``vmap`` and sharding work as for :func:`llm_int8_matmul` (grouped weights
+    should be sharded alike; otherwise the later ones are resharded to the first one's layout,
+    with a warning).
+
+    Args:
+      x: float32, bfloat16 or float16 ``[..., in_features]``.
+      weights: a sequence of 1 to 8 :class:`Int8Weight` with ``in_features == x.shape[-1]``.
+      biases: None, or a sequence (same length) of float ``[out_features_i]`` arrays or None.
+      threshold: outlier threshold (default 6.0); 0 or None = no decomposition.
+      out_dtype: output dtype (default ``x.dtype``).
+
+    Returns:
+      A tuple of ``[..., out_features_i]`` arrays of ``out_dtype``.
+
+    Example::
+
+        >>> import jax, jax.numpy as jnp, jaxint8
+        >>> ws = [jaxint8.quantize_weight(0.02 * jax.random.normal(jax.random.key(i), (64, n)))
+        ...       for i, n in enumerate((32, 16, 16))]
+        >>> x = jax.random.normal(jax.random.key(9), (8, 64), jnp.bfloat16)
+        >>> q, k, v = jax.jit(jaxint8.llm_int8_matmul_group)(x, ws)
+        >>> q.shape, k.shape, v.shape
+        ((8, 32), (8, 16), (8, 16))
+    """
+    op = "llm_int8_matmul_group"
+    _check_x(x, op)
+    threshold = _check_threshold(threshold, op)
+    weights = tuple(weights)
+    if not 1 <= len(weights) <= primitives.MAX_GROUP_WEIGHTS:
+        raise ValueError(f"{op}: weights must hold 1 to {primitives.MAX_GROUP_WEIGHTS} "
+                         f"Int8Weight, got {len(weights)}")
+    biases = (None,) * len(weights) if biases is None else tuple(biases)
+    if len(biases) != len(weights):
+        raise ValueError(f"{op}: biases must have one entry (an array or None) per weight: "
+                         f"{len(weights)} weights, {len(biases)} biases")
+    biases = tuple(_check_weight(x, w, b, op, f"weights[{i}]")
+                   for i, (w, b) in enumerate(zip(weights, biases)))
+    out_dtype = _check_out_dtype(x, out_dtype, op)
+
+    lead = x.shape[:-1]
+    x2 = x.reshape((math.prod(lead), x.shape[-1]))
+    ys = _matmul_group(x2, tuple(w.qweight for w in weights), tuple(w.scale for w in weights),
+                       biases, threshold, out_dtype, partitioning.explicit_sharding(x2))
+    return tuple(y.reshape(lead + (w.out_features,)) for y, w in zip(ys, weights))
 
 
 # x_sharding: x's type sharding on an explicit-sharding mesh (else None), static so that the
@@ -149,3 +216,28 @@ def _matmul_bwd(threshold, out_dtype, x_sharding, res, dy):
 
 
 _matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _matmul_group(x, qweights, scales, biases, threshold, out_dtype, x_sharding):
+    return partitioning.forward_group(x, tuple(zip(qweights, scales, biases)),
+                                      threshold=threshold, out_dtype=out_dtype)
+
+
+def _matmul_group_fwd(x, qweights, scales, biases, threshold, out_dtype, x_sharding):
+    ys = _matmul_group(x, qweights, scales, biases, threshold, out_dtype, x_sharding)
+    return ys, (qweights, scales, jnp.zeros((0,), x.dtype), biases)
+
+
+def _matmul_group_bwd(threshold, out_dtype, x_sharding, res, dys):
+    qweights, scales, x_like, biases = res
+    # dX = sum_i dY_i @ W_i_deq^T (each in float32, summed in float32, then cast).
+    dx = sum(partitioning.input_grad(dy, q, s, jnp.float32, x_sharding)
+             for dy, q, s in zip(dys, qweights, scales)).astype(x_like.dtype)
+    dbiases = tuple(None if b is None else jnp.sum(dy.astype(jnp.float32), 0).astype(b.dtype)
+                    for dy, b in zip(dys, biases))
+    zero_q = tuple(np.zeros(q.shape, jax.dtypes.float0) for q in qweights)
+    return dx, zero_q, tuple(jnp.zeros_like(s) for s in scales), dbiases
+
+
+_matmul_group.defvjp(_matmul_group_fwd, _matmul_group_bwd)

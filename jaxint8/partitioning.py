@@ -58,7 +58,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxint8 import primitives, reference
 
-__all__ = ["forward", "local_forward", "plan_axes", "Plan", "explicit_sharding", "input_grad"]
+__all__ = ["forward", "forward_group", "local_forward", "plan_axes", "Plan", "explicit_sharding",
+           "input_grad"]
 
 
 # ----------------------------------------------------------------------------- single device
@@ -292,6 +293,149 @@ def forward(x, qweight, scale, bias, *, threshold, out_dtype):
     plan = plan_axes(mesh, x.shape, x_sharding, qweight.shape, w_sharding)
     out_spec = P(_entry(plan.s), _entry(plan.o))
     return jax.sharding.auto_axes(fn, out_sharding=NamedSharding(mesh, out_spec))(*args)
+
+
+# ----------------------------------------------------------------------------- grouped weights
+# Several weights that read the same x (q/k/v, gate/up): one quantization, one GEMM each (one
+# launch for decode). Partitioned like ``forward`` per weight, with one layout for x: the first
+# weight's plan decides x's, and a weight sharded differently is resharded to fit it (warned).
+
+@functools.cache
+def _warn_group_resharded():
+    warnings.warn(
+        "jaxint8: llm_int8_matmul_group got weights whose shardings need different layouts of x; "
+        "the later weights are resharded to the first one's layout (weight data moves every call). "
+        "Shard the grouped weights alike (e.g. all column parallel) or call llm_int8_matmul per "
+        "weight.", RuntimeWarning, stacklevel=2)
+
+
+def _group_plans(mesh, x_shape, x_sharding, w_shapes, w_shardings):
+    """One :class:`Plan` per weight, all with the first weight's layout of x."""
+    plans = [plan_axes(mesh, x_shape, x_sharding, ws, wsh) for ws, wsh in zip(w_shapes, w_shardings)]
+    base = plans[0]
+    used = {a for axes in (*base.lead, base.s, base.h) for a in axes}
+    merged = []
+    for plan, w_shape in zip(plans, w_shapes):
+        o = tuple(a for a in plan.o if a not in used)
+        while o and w_shape[0] % _size(mesh, o):
+            o = o[:-1]
+        merged.append(Plan(base.lead, base.s, base.h, o))
+    if merged != plans:
+        _warn_group_resharded()
+    return merged
+
+
+def _group_split(flat, has_bias):
+    """``(qweight, scale, bias or None)`` per weight from the flat operand list."""
+    out, i = [], 0
+    for hb in has_bias:
+        out.append((flat[i], flat[i + 1], flat[i + 2] if hb else None))
+        i += 3 if hb else 2
+    return out
+
+
+def _group_flat(weights):
+    return [a for q, s, b in weights for a in ((q, s) if b is None else (q, s, b))]
+
+
+def _local_group(x, flat, has_bias, threshold, out_dtype):
+    weights = _group_split(flat, has_bias)
+    return primitives.llm_int8_matmul_group(x, weights, threshold=threshold, out_dtype=out_dtype)
+
+
+@functools.cache
+def _partitioned_group(threshold, out_dtype, has_bias, nlead=0):
+    """The custom-partitioned, custom-vmapped grouped forward for ``x`` of rank ``2 + nlead``."""
+    out_dtype = jnp.dtype(out_dtype)
+
+    def fn(x, *flat):
+        return _local_group(x, flat, has_bias, threshold, out_dtype)
+
+    def plans_of(mesh, arg_shapes):
+        x, weights = arg_shapes[0], _group_split(arg_shapes[1:], has_bias)
+        return _group_plans(mesh, x.shape, x.sharding, [w[0].shape for w in weights],
+                            [w[0].sharding for w in weights])
+
+    def shardings(mesh, plans):
+        args, outs = [], []
+        for plan, hb in zip(plans, has_bias):
+            a, out = _shardings(mesh, plan, hb)
+            args, outs = (args or [a[0]]) + list(a[1:]), outs + [out]
+        return tuple(args), tuple(outs)
+
+    def partition(mesh, arg_shapes, result_shape):
+        del result_shape
+        plans = plans_of(mesh, arg_shapes)
+        arg_shardings, out_shardings = shardings(mesh, plans)
+        plan = plans[0]
+        if not plan.h and not (threshold and plan.s):  # no reduction: the grouped kernel
+            return mesh, fn, out_shardings, arg_shardings
+        bodies = [_shard_body(p, threshold, out_dtype, hb) for p, hb in zip(plans, has_bias)]
+
+        def body(x, *flat):
+            return tuple(b(x, *(w for w in wt if w is not None))
+                         for b, wt in zip(bodies, _group_split(flat, has_bias)))
+
+        return mesh, body, out_shardings, arg_shardings
+
+    def infer_sharding_from_operands(mesh, arg_shapes, result_shape):
+        del result_shape
+        return shardings(mesh, plans_of(mesh, arg_shapes))[1]
+
+    def propagate_user_sharding(mesh, user_shape):
+        return jax.tree.map(lambda u: u.sharding, user_shape)
+
+    lead = " ".join(_LEAD_FACTORS[:nlead])
+    xs = (lead + " s h").strip()
+    ins, outs = [xs], []
+    for i, hb in enumerate(has_bias):
+        o = f"o{i}"
+        ins += [f"{o} h", o] + ([o] if hb else [])
+        outs.append((lead + f" s {o}").strip())
+    rule = ", ".join(ins) + " -> " + ", ".join(outs)
+    cp = custom_partitioning(fn)
+    kwargs = dict(partition=partition, infer_sharding_from_operands=infer_sharding_from_operands,
+                  propagate_user_sharding=propagate_user_sharding, sharding_rule=rule,
+                  reduction_factors=("h",))
+    accepted = _def_partition_params()
+    if accepted is not None:
+        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    cp.def_partition(**kwargs)
+
+    vm = custom_vmap(lambda *args: cp(*args))
+
+    @vm.def_vmap
+    def _vmap_rule(axis_size, in_batched, *args):
+        del axis_size
+        if not any(in_batched[1:]) and nlead < len(_LEAD_FACTORS):
+            out = _partitioned_group(threshold, out_dtype.name, has_bias, nlead + 1)(*args)
+        else:  # a batch of weights: the primitive's batching rule (a loop over the weights)
+            in_axes = tuple(0 if b else None for b in in_batched)
+            out = jax.vmap(fn, in_axes=in_axes)(*args)
+        return tuple(out), (True,) * len(has_bias)
+
+    return vm
+
+
+def forward_group(x, weights, *, threshold, out_dtype):
+    """:func:`forward` for several ``(qweight, scale, bias or None)`` that read the same ``x``.
+
+    One quantization of ``x`` and, on one device, one custom call for all weights (for decode
+    sizes one GEMM launch). Returns a tuple of ``[s, o_i]`` outputs, equal to :func:`forward` per
+    weight bit for bit.
+    """
+    threshold = float(threshold or 0.0)
+    has_bias = tuple(b is not None for _, _, b in weights)
+    fn = _partitioned_group(threshold, jnp.dtype(out_dtype).name, has_bias)
+    args = (x, *_group_flat(weights))
+    explicit = _explicit_mesh(x, weights[0][0])
+    if explicit is None:
+        return tuple(fn(*args))
+    mesh = explicit[0]
+    plans = _group_plans(mesh, x.shape, explicit[1], [q.shape for q, _, _ in weights],
+                         [jax.typeof(q).sharding for q, _, _ in weights])
+    outs = tuple(NamedSharding(mesh, P(_entry(p.s), _entry(p.o))) for p in plans)
+    return tuple(jax.sharding.auto_axes(fn, out_sharding=outs)(*args))
 
 
 def _explicit_mesh(x, qweight):

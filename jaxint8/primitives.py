@@ -10,6 +10,10 @@ Three primitives, one per FFI target (``xla_ffi/handlers.h``):
 * :data:`llm_int8_matmul_p` ``x, qweight, scale, bias -> y``: the three above in one custom call
   (params ``threshold``, ``out_dtype``); one FFI call costs more host time on a GPU than a decode
   step's quantization kernels, so the single-device path uses this one.
+* :data:`llm_int8_matmul_group_p` ``x, (qweight, scale, bias) * G -> (y_1, ..., y_G)``: one
+  quantization of ``x`` for several weights that read it (q/k/v, gate/up), one GEMM each; for
+  decode-sized ``x`` on a GPU all G GEMMs are one kernel launch. Same results as G
+  :data:`llm_int8_matmul_p` calls, bit for bit.
 
 Each has an abstract-eval rule (shape and dtype checks whose errors name the argument), an FFI
 lowering for CPU and CUDA, and a batching rule: leading dimensions are independent problems for the
@@ -42,10 +46,13 @@ __all__ = [
     "int8_matmul_p",
     "llm_int8_matmul",
     "llm_int8_matmul_p",
+    "llm_int8_matmul_group",
+    "llm_int8_matmul_group_p",
     "FLOAT_DTYPES",
 ]
 
 FLOAT_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+MAX_GROUP_WEIGHTS = 8  # kMaxGroupWeights in xla_ffi/common.h
 _F32, _S8, _S32 = jnp.dtype(jnp.float32), jnp.dtype(jnp.int8), jnp.dtype(jnp.int32)
 
 
@@ -123,6 +130,24 @@ def _llm_int8_matmul_abstract(x, qweight, scale, bias, *, threshold, out_dtype):
     return _matmul_result(x.shape, qweight, scale, bias, out_dtype, "llm_int8_matmul")
 
 
+def _group_triples(weights, op):
+    if len(weights) % 3 or not weights:
+        raise ValueError(f"{op}: expects (qweight, scale, bias) per weight, got {len(weights)} "
+                         f"weight operands")
+    if len(weights) // 3 > MAX_GROUP_WEIGHTS:
+        raise ValueError(f"{op}: at most {MAX_GROUP_WEIGHTS} weights per call, got "
+                         f"{len(weights) // 3}; split the group")
+    return [weights[i:i + 3] for i in range(0, len(weights), 3)]
+
+
+def _llm_int8_matmul_group_abstract(x, *weights, threshold, out_dtype):
+    del threshold
+    op = "llm_int8_matmul_group"
+    check_float_activation(x, "x", op)
+    return tuple(_matmul_result(x.shape, *w, out_dtype, f"{op} (weight {i})")
+                 for i, w in enumerate(_group_triples(weights, op)))
+
+
 def _fused_intermediates(x):
     """Avals of the fused call's hidden results: col_amax, then quantize_rows' four."""
     return (_column_absmax_abstract(x),) + _quantize_rows_abstract(
@@ -151,13 +176,19 @@ def _llm_int8_matmul_ref(x, qweight, scale, bias, *, threshold, out_dtype):
                             out_dtype=out_dtype)
 
 
+def _llm_int8_matmul_group_ref(x, *weights, threshold, out_dtype):
+    xq, row_scale, idx, count = reference.quantize_rows(x, reference.column_absmax(x), threshold)
+    return tuple(_int8_matmul_ref(xq, row_scale, x, idx, count, *w, out_dtype=out_dtype)
+                 for w in _group_triples(weights, "llm_int8_matmul_group"))
+
+
 # ----------------------------------------------------------------------------- lowering
 
-def _ffi_rule(target, attrs, hidden_results=None):
+def _ffi_rule(target, attrs, hidden_results=None, hidden_first=False):
     """FFI lowering that passes only the named params (as the types the handler binds).
 
     ``hidden_results(*avals_in)``: avals of extra handler results (scratch that XLA allocates)
-    that follow the primitive's own results and are dropped.
+    that follow the primitive's own results (or precede them, ``hidden_first``) and are dropped.
     """
     lower = jax.ffi.ffi_lowering(target)
 
@@ -165,9 +196,10 @@ def _ffi_rule(target, attrs, hidden_results=None):
         attr_values = {k: conv(params[k]) for k, conv in attrs.items()}
         if hidden_results is None:
             return lower(ctx, *args, **attr_values)
-        n = len(ctx.avals_out)
-        ctx = ctx.replace(avals_out=[*ctx.avals_out, *hidden_results(*ctx.avals_in)])
-        return lower(ctx, *args, **attr_values)[:n]
+        own, hidden = list(ctx.avals_out), list(hidden_results(*ctx.avals_in))
+        ctx = ctx.replace(avals_out=hidden + own if hidden_first else own + hidden)
+        results = lower(ctx, *args, **attr_values)
+        return results[len(hidden):] if hidden_first else results[:len(own)]
 
     return rule
 
@@ -200,12 +232,13 @@ def _jitted(prim, params):
     return jax.jit(functools.partial(prim.bind, **dict(params)))
 
 
-def _define(name, abstract, ref_fn, attrs, multiple_results=False, hidden_results=None):
+def _define(name, abstract, ref_fn, attrs, multiple_results=False, hidden_results=None,
+            hidden_first=False):
     prim = Primitive(name)
     prim.multiple_results = multiple_results
     prim.def_abstract_eval(abstract)
     prim.def_impl(functools.partial(_impl, prim))
-    ffi_rule = _ffi_rule(name, attrs, hidden_results)
+    ffi_rule = _ffi_rule(name, attrs, hidden_results, hidden_first)
     mlir.register_lowering(prim, ffi_rule, platform="cpu")
     if name in _ffi.CUDA_TARGETS:
         mlir.register_lowering(prim, ffi_rule, platform="cuda")
@@ -221,6 +254,12 @@ int8_matmul_p = _define("jaxint8_int8_matmul", _int8_matmul_abstract, _int8_matm
 llm_int8_matmul_p = _define("jaxint8_llm_int8_matmul", _llm_int8_matmul_abstract,
                             _llm_int8_matmul_ref, {"threshold": np.float32},
                             hidden_results=lambda x, *_: _fused_intermediates(x))
+# The handler's fixed results (the intermediates) precede its variadic ones (one y per weight).
+llm_int8_matmul_group_p = _define("jaxint8_llm_int8_matmul_group", _llm_int8_matmul_group_abstract,
+                                  _llm_int8_matmul_group_ref, {"threshold": np.float32},
+                                  multiple_results=True,
+                                  hidden_results=lambda x, *_: _fused_intermediates(x),
+                                  hidden_first=True)
 
 
 # ----------------------------------------------------------------------------- batching
@@ -256,10 +295,12 @@ def _matmul_batcher(prim, n_act):
         if all(d is None for d in weight_dims):
             # Leading dims of the activation operands are independent problems in the kernel.
             act = _to_front(act, act_dims) if any(d is not None for d in act_dims) else act
-            return prim.bind(*act, *weight, **params), 0
-        # A batch of different weights: one kernel call per weight (sequential loop).
-        everything = _to_front(args, dims)
-        return jax.lax.map(lambda ops: prim.bind(*ops, **params), everything), 0
+            out = prim.bind(*act, *weight, **params)
+        else:
+            # A batch of different weights: one kernel call per weight (sequential loop).
+            everything = _to_front(args, dims)
+            out = jax.lax.map(lambda ops: prim.bind(*ops, **params), everything)
+        return out, ([0] * len(out) if prim.multiple_results else 0)
 
     return rule
 
@@ -268,6 +309,7 @@ batching.primitive_batchers[column_absmax_p] = _column_absmax_batch
 batching.primitive_batchers[quantize_rows_p] = _quantize_rows_batch
 batching.primitive_batchers[int8_matmul_p] = _matmul_batcher(int8_matmul_p, 5)
 batching.primitive_batchers[llm_int8_matmul_p] = _matmul_batcher(llm_int8_matmul_p, 1)
+batching.primitive_batchers[llm_int8_matmul_group_p] = _matmul_batcher(llm_int8_matmul_group_p, 1)
 
 
 # ----------------------------------------------------------------------------- wrappers
@@ -311,3 +353,18 @@ def llm_int8_matmul(x, qweight, scale, bias=None, *, threshold, out_dtype=None):
     out_dtype = jnp.dtype(x.dtype if out_dtype is None else out_dtype)
     return llm_int8_matmul_p.bind(x, qweight, scale, jnp.asarray(bias, jnp.float32),
                                   threshold=float(threshold or 0.0), out_dtype=out_dtype)
+
+
+def llm_int8_matmul_group(x, weights, *, threshold, out_dtype=None):
+    """:func:`llm_int8_matmul` for several weights reading the same ``x``, one quantization.
+
+    ``weights``: a sequence of ``(qweight, scale, bias or None)``. Returns a tuple of outputs.
+    """
+    out_dtype = jnp.dtype(x.dtype if out_dtype is None else out_dtype)
+    flat = []
+    for qweight, scale, bias in weights:
+        if bias is None:
+            bias = jnp.zeros((0,), jnp.float32)
+        flat += [qweight, scale, jnp.asarray(bias, jnp.float32)]
+    return tuple(llm_int8_matmul_group_p.bind(x, *flat, threshold=float(threshold or 0.0),
+                                              out_dtype=out_dtype))

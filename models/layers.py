@@ -1,6 +1,7 @@
 """Building blocks shared by the GPT-2, OPT and Llama models.
 
-* :func:`dense` — the single switch between ``flax.linen.Dense`` and :class:`jaxint8.flax.Int8Dense`.
+* :func:`dense` — the single switch between ``flax.linen.Dense`` and :class:`jaxint8.flax.Int8Dense`;
+  :func:`dense_group` for projections that read the same input (one quantization when int8).
 * :class:`RMSNorm`, :func:`layer_norm`, :func:`activation`.
 * RoPE: :func:`rope_inv_freq`, :func:`apply_rope`.
 * Attention with a static-size KV cache: :func:`attention_mask`, :func:`update_kv_cache`,
@@ -34,6 +35,7 @@ from .config import QuantConfig
 
 __all__ = [
     "dense",
+    "dense_group",
     "module_path",
     "RMSNorm",
     "layer_norm",
@@ -74,6 +76,22 @@ def dense(parent: nn.Module, features: int, name: str, *, use_bias: bool = True)
     return nn.Dense(
         features, use_bias=use_bias, dtype=parent.dtype, param_dtype=parent.param_dtype, name=name
     )
+
+
+def dense_group(parent: nn.Module, specs, *, use_bias: bool = True):
+    """Projections of one input: ``specs = [(features, name), ...]`` -> ``fn(x) -> tuple``.
+
+    Each projection is :func:`dense` (same names and params as separate layers). When all of them
+    are int8 and ``parent.quant.group`` is set, ``x`` is quantized once and the GEMMs run as one
+    grouped op (:func:`jaxint8.flax.int8_dense_group`, bit-identical results); otherwise each
+    layer is called in turn.
+    """
+    from jaxint8.flax import Int8Dense, int8_dense_group
+
+    layers = [dense(parent, features, name, use_bias=use_bias) for features, name in specs]
+    if parent.quant.group and len(layers) > 1 and all(isinstance(m, Int8Dense) for m in layers):
+        return lambda x: int8_dense_group(layers, x)
+    return lambda x: tuple(m(x) for m in layers)
 
 
 class RMSNorm(nn.Module):

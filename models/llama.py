@@ -22,7 +22,7 @@ from __future__ import annotations
 import flax.linen as nn
 
 from .common import Base, HFParam, decoder_inputs, finish, run_layers, sub
-from .layers import RMSNorm, activation, apply_rope, attend, dense, rope_inv_freq
+from .layers import RMSNorm, activation, apply_rope, attend, dense, dense_group, rope_inv_freq
 
 __all__ = ["LlamaForCausalLM", "hf_param_map"]
 
@@ -34,9 +34,9 @@ class LlamaAttention(Base):
         B, T, _ = x.shape
         H, KVH, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         b = cfg.attention_bias
-        q = dense(self, H * D, "q_proj", use_bias=b)(x).reshape(B, T, H, D)
-        k = dense(self, KVH * D, "k_proj", use_bias=b)(x).reshape(B, T, KVH, D)
-        v = dense(self, KVH * D, "v_proj", use_bias=b)(x).reshape(B, T, KVH, D)
+        q, k, v = dense_group(self, [(H * D, "q_proj"), (KVH * D, "k_proj"), (KVH * D, "v_proj")],
+                              use_bias=b)(x)
+        q, k, v = q.reshape(B, T, H, D), k.reshape(B, T, KVH, D), v.reshape(B, T, KVH, D)
         inv_freq = rope_inv_freq(D, cfg.rope_theta, cfg.rope_scaling_dict)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
         out, cache_kv = attend(q, k, v, mask=mask, scale=D**-0.5, cache_kv=cache_kv, cache_index=cache_index)
@@ -48,10 +48,9 @@ class LlamaMLP(Base):
     def __call__(self, x):
         cfg = self.config
         b = cfg.mlp_bias
-        gate = activation(cfg.activation)(dense(self, cfg.intermediate_size, "gate_proj", use_bias=b)(x))
-        return dense(self, cfg.hidden_size, "down_proj", use_bias=b)(
-            gate * dense(self, cfg.intermediate_size, "up_proj", use_bias=b)(x)
-        )
+        inter = cfg.intermediate_size
+        gate, up = dense_group(self, [(inter, "gate_proj"), (inter, "up_proj")], use_bias=b)(x)
+        return dense(self, cfg.hidden_size, "down_proj", use_bias=b)(activation(cfg.activation)(gate) * up)
 
 
 class LlamaDecoderLayer(Base):

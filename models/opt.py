@@ -24,7 +24,7 @@ from __future__ import annotations
 import flax.linen as nn
 
 from .common import Base, HFParam, decoder_inputs, finish, run_layers, sub
-from .layers import activation, attend, dense, layer_norm
+from .layers import activation, attend, dense, dense_group, layer_norm
 
 __all__ = ["OPTForCausalLM", "hf_param_map"]
 
@@ -38,10 +38,11 @@ class OPTAttention(Base):
         B, T, _ = x.shape
         bias = cfg.enable_bias
         shape = (B, T, cfg.num_heads, cfg.head_dim)
+        d = cfg.hidden_size
+        q, k, v = dense_group(self, [(d, "q_proj"), (d, "k_proj"), (d, "v_proj")], use_bias=bias)(x)
         # OPT scales the query after the projection (same order as the reference, for numerics).
-        q = (dense(self, cfg.hidden_size, "q_proj", use_bias=bias)(x) * cfg.head_dim**-0.5).reshape(shape)
-        k = dense(self, cfg.hidden_size, "k_proj", use_bias=bias)(x).reshape(shape)
-        v = dense(self, cfg.hidden_size, "v_proj", use_bias=bias)(x).reshape(shape)
+        q = (q * cfg.head_dim**-0.5).reshape(shape)
+        k, v = k.reshape(shape), v.reshape(shape)
         out, cache_kv = attend(q, k, v, mask=mask, scale=1.0, cache_kv=cache_kv, cache_index=cache_index)
         return dense(self, cfg.hidden_size, "out_proj", use_bias=bias)(out), cache_kv
 

@@ -367,3 +367,65 @@ def test_cuda_fused_decode_sizes(lead, s, h, o, n_out, dtype):
         assert_same(rc, rg, dtype, what)
         assert_fused_same(*args, thr, dtype, rg, what)
         assert (rg[4] == (n_out if thr > 0 else 0)).all(), what
+
+
+# The grouped target (q/k/v on one quantized x): on the GPU its outputs equal one fused call per
+# weight bit for bit; at decode sizes all weights run as one skinny launch (the blocks of weight i
+# follow those of weight i - 1 in one grid), else one GEMM per weight. Unaligned h (odd k) takes
+# the generic skinny kernel; several layers in one program are recorded into command buffers.
+@pytest.mark.parametrize("lead,s,h,outs,n_out,dtype", [
+    ((), 1, 5120, (5120, 1024, 1024), 6, BF16), ((), 1, 4096, (72, 40, 8), 40, F16),
+    ((), 16, 2048, (512, 256, 256), 6, BF16), ((), 9, 1000, (64, 48), 3, F32),
+    ((2, 3), 2, 512, (40, 24, 24, 8), 3, BF16), ((), 3, 100, (33, 17), 2, F32),
+    ((), 64, 1024, (256, 128, 128), 6, BF16), ((), 300, 512, (136, 64), 6, F16)])
+def test_cuda_group_equals_fused_per_weight(lead, s, h, outs, n_out, dtype):
+    rng = np.random.default_rng(s * 7 + h + len(outs))
+    x = rng.standard_normal(lead + (s, h)).astype(np.float32)
+    cols = rng.choice(h, size=n_out, replace=False)
+    x[..., cols] *= 30
+    ws = [jaxint8.quantize_weight(jnp.asarray(0.02 * rng.standard_normal((h, o)), F32)) for o in outs]
+    bs = [jnp.asarray(rng.standard_normal(o), F32) if i % 2 == 0 else None
+          for i, o in enumerate(outs)]
+    cpu, gpu = _devices()
+    x = jnp.asarray(x, dtype)
+    for thr in (6.0, 0.0):
+        group = jax.jit(lambda x, ws, bs: jaxint8.llm_int8_matmul_group(x, ws, bs, threshold=thr))
+        single = jax.jit(lambda x, w, b: jaxint8.llm_int8_matmul(x, w, b, threshold=thr))
+        yg = group(*jax.device_put((x, ws, bs), gpu))
+        yc = group(*jax.device_put((x, ws, bs), cpu))
+        for i, (w, b) in enumerate(zip(ws, bs)):
+            what = f"lead={lead} s={s} h={h} weight {i} thr={thr}"
+            want = single(*jax.device_put((x, w, b), gpu))
+            np.testing.assert_array_equal(np.asarray(yg[i], np.float32),
+                                          np.asarray(want, np.float32), err_msg=what)
+            c = np.asarray(yc[i], np.float32)
+            np.testing.assert_allclose(np.asarray(yg[i], np.float32), c,
+                                       rtol=ULP[np.dtype(dtype)], atol=1e-3 * np.abs(c).max(),
+                                       err_msg=what)
+
+
+def test_cuda_group_in_one_program():
+    """Four grouped layers in one jitted program at 2 tokens (command buffers, early launch)."""
+    rng = np.random.default_rng(11)
+    h = 512
+    layers = []
+    for _ in range(4):
+        layers.append([jaxint8.quantize_weight(jnp.asarray(0.05 * rng.standard_normal((h, o)), F32))
+                       for o in (h, h // 2, h // 2)])
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def net(x, layers, grouped):
+        outs = []
+        for ws in layers:
+            ys = (jaxint8.llm_int8_matmul_group(x, ws) if grouped
+                  else [jaxint8.llm_int8_matmul(x, w) for w in ws])
+            outs += list(ys)
+            x = (jnp.tanh(jnp.concatenate(ys, -1)[..., :h]) * 8.0).astype(x.dtype)
+        return outs
+
+    x = rng.standard_normal((2, h)).astype(np.float32)
+    x[:, [5, 99]] *= 25
+    _, gpu = _devices()
+    args = jax.device_put((jnp.asarray(x, BF16), layers), gpu)
+    for a, b in zip(net(*args, True), net(*args, False)):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))

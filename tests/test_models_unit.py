@@ -128,6 +128,25 @@ def test_quantize_model_close_to_float(arch):
     assert 0 < err < 5e-2
 
 
+@pytest.mark.parametrize("arch", ["opt", "llama"])
+def test_grouped_projections_same_logits_fewer_calls(arch):
+    """q/k/v (and Llama's gate/up) on one quantized input: same params, logits bit for bit."""
+    model, params = _init(arch)
+    model_g, params_g = quantize_model(model, params, QuantConfig(int8=True, group=True))
+    model_s, params_s = quantize_model(model, params, QuantConfig(int8=True, group=False))
+    assert jax.tree.structure(params_g) == jax.tree.structure(params_s)
+    ids = _ids()
+    np.testing.assert_array_equal(np.asarray(_apply(model_g, params_g, ids)),
+                                  np.asarray(_apply(model_s, params_s, ids)))
+    hlo = {g: jax.jit(m.apply).lower({"params": p}, ids).as_text()
+           for g, m, p in ((True, model_g, params_g), (False, model_s, params_s))}
+    layers = HF[arch]["num_hidden_layers"]
+    grouped_per_layer = 1 if arch == "opt" else 2  # q/k/v; Llama also gate/up
+    assert hlo[True].count("jaxint8_llm_int8_matmul_group") == layers * grouped_per_layer
+    saved = layers * (2 if arch == "opt" else 3)  # calls saved per layer: 3 -> 1 (and 2 -> 1)
+    assert hlo[True].count("custom_call") == hlo[False].count("custom_call") - saved
+
+
 @pytest.mark.parametrize("shard", [None, 4096])
 def test_save_load_quantized_roundtrip(tmp_path, shard):
     model, params = _init("opt", QuantConfig(int8=True, threshold=4.0))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -164,6 +165,71 @@ def test_data_parallel_outlier_set_is_the_union_over_shards():
     assert_same(got, want)
     per_shard = jnp.concatenate([f(xs, qw, sc, b) for xs in jnp.split(x, NDEV)])
     assert not np.array_equal(np.asarray(per_shard), np.asarray(want))
+
+
+def _group_problem():
+    """x, three (qweight, scale, bias) sharing it (q/k/v-like; the third has no bias)."""
+    x, qw, sc, b = problem()
+    ws = [(qw, sc, b)]
+    for seed, o in ((1, O), (2, O // 2)):
+        q = jaxint8.quantize_weight(0.05 * jax.random.normal(jax.random.key(seed), (H, o)))
+        ws.append((q.qweight, q.scale, None))
+    return x, ws
+
+
+def _group_fn(threshold):
+    def f(x, *flat):
+        weights = [jaxint8.Int8Weight(flat[i], flat[i + 1]) for i in range(0, len(flat), 3)]
+        biases = [flat[i + 2] for i in range(0, len(flat), 3)]
+        return jaxint8.llm_int8_matmul_group(x, weights, biases, threshold=threshold)
+    return f
+
+
+def _place_group(mesh, x, ws, x_spec, w_specs):
+    put = lambda a, sp: a if a is None else jax.device_put(a, NamedSharding(mesh, sp))  # noqa: E731
+    flat = []
+    for (q, s, b), w_spec in zip(ws, w_specs):
+        o_spec = P(w_spec[0]) if len(w_spec) else P()
+        flat += [put(q, w_spec), put(s, o_spec), put(b, o_spec)]
+    return put(x, x_spec), flat
+
+
+@pytest.mark.parametrize("name", ["data", "column", "row", "data_column", "data_row"])
+def test_group_under_sharding_equals_one_device(name):
+    # Grouped weights sharded alike: the same plan as one weight, no weight moves, and for the
+    # layouts without a reduction (column, data) the grouped kernel runs per shard.
+    kind, x_spec, w_spec, _ = LAYOUTS[name]
+    mesh = mesh1d("d") if kind == "1d" else mesh2d()
+    x, ws = _group_problem()
+    f = jax.jit(_group_fn(6.0))
+    flat = [a for w in ws for a in w]
+    want = f(x, *flat)
+    xs, flat_s = _place_group(mesh, x, ws, x_spec, [w_spec] * 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no resharding warning
+        compiled = f.lower(xs, *flat_s).compile()
+    got = compiled(xs, *flat_s)
+    for g, w in zip(got, want):
+        if len(w_spec) > 1 and w_spec[1] is not None:  # h split: float partial sums
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
+        else:
+            assert_same(g, w)
+    hlo = compiled.as_text()
+    assert weight_collectives(hlo) == []
+    if name == "column":
+        assert hlo_collectives(hlo) == [] and "jaxint8_llm_int8_matmul_group" in hlo
+
+
+def test_group_with_differently_sharded_weights_warns_and_stays_correct():
+    mesh = mesh2d()
+    x, ws = _group_problem()
+    f = jax.jit(_group_fn(6.0))
+    want = f(x, *[a for w in ws for a in w])
+    xs, flat_s = _place_group(mesh, x, ws, P(), [P("model", None), P(None, "model"), P()])
+    with pytest.warns(RuntimeWarning, match="resharded"):
+        got = f(xs, *flat_s)
+    for g, w in zip(got, want):
+        assert_same(g, w)
 
 
 @pytest.mark.parametrize("name", ["data", "column", "row", "data_row"])

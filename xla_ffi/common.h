@@ -227,4 +227,53 @@ auto bind_llm_int8_matmul(B b) {
       .template Attr<float>("threshold");
 }
 
+// The grouped target (jaxint8_llm_int8_matmul_group): one quantization of x shared by several
+// weights, one GEMM each. The intermediates come first (fixed results), then one y per weight;
+// the remaining arguments are (wq, w_scale, bias) per weight.
+inline constexpr size_t kMaxGroupWeights = 8;
+
+template <typename B>
+auto bind_llm_int8_matmul_group(B b) {
+  return std::move(b).template Arg<ffi::AnyBuffer>()   // x
+      .template Ret<ffi::AnyBuffer>()       // col_amax
+      .template Ret<ffi::AnyBuffer>()       // xq
+      .template Ret<ffi::AnyBuffer>()       // row_scale
+      .template Ret<ffi::AnyBuffer>()       // outlier_idx
+      .template Ret<ffi::AnyBuffer>()       // outlier_count
+      .RemainingArgs()                      // (wq, w_scale, bias) per weight
+      .RemainingRets()                      // y per weight
+      .template Attr<float>("threshold");
+}
+
+// One weight of a grouped call, decoded from the remaining arguments / results.
+struct GroupWeight {
+  ffi::AnyBuffer wq, w_scale, bias;
+  ffi::Result<ffi::AnyBuffer> y;
+};
+
+// Number of weights of a grouped call; an error unless the arguments are (wq, w_scale, bias)
+// triples with one result each, 1 to kMaxGroupWeights of them.
+inline ffi::Error group_size(const ffi::RemainingArgs& w, const ffi::RemainingRets& y, size_t* g) {
+  if (w.size() % 3 != 0 || w.size() / 3 != y.size() || y.size() == 0 || y.size() > kMaxGroupWeights)
+    return ffi::Error::InvalidArgument(
+        "jaxint8_llm_int8_matmul_group expects (wq, w_scale, bias) per weight and one result per "
+        "weight, 1 to " + std::to_string(kMaxGroupWeights) + " weights; got " +
+        std::to_string(w.size()) + " weight operands and " + std::to_string(y.size()) + " results");
+  *g = y.size();
+  return ffi::Error::Success();
+}
+
+inline ffi::ErrorOr<GroupWeight> group_weight(const ffi::RemainingArgs& w,
+                                              const ffi::RemainingRets& y, size_t i) {
+  auto wq = w.get<ffi::AnyBuffer>(3 * i);
+  auto ws = w.get<ffi::AnyBuffer>(3 * i + 1);
+  auto bias = w.get<ffi::AnyBuffer>(3 * i + 2);
+  auto yi = y.get<ffi::AnyBuffer>(i);
+  if (wq.has_error()) return ffi::Unexpected(wq.error());
+  if (ws.has_error()) return ffi::Unexpected(ws.error());
+  if (bias.has_error()) return ffi::Unexpected(bias.error());
+  if (yi.has_error()) return ffi::Unexpected(yi.error());
+  return GroupWeight{*wq, *ws, *bias, *yi};
+}
+
 }  // namespace jaxint8

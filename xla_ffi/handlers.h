@@ -28,6 +28,15 @@
 //     One custom call instead of three: XLA's per-call overhead (~10-20 us on a GPU) is
 //     larger than a decode step's quantization kernels.
 //
+//   jaxint8_llm_int8_matmul_group       attr threshold: f32; one quantization of x, one GEMM per
+//                                        weight (q/k/v, gate/up: projections that read the same x)
+//     in : x float[..., s, h], then per weight g: wq_g s8[o_g, h], w_scale_g f32[o_g],
+//          bias_g f32[o_g] or f32[0]   (1 to 8 weights)
+//     out: the intermediates col_amax, xq, row_scale, outlier_idx, outlier_count, then
+//          y_g float[..., s, o_g] per weight
+//     Same results as one jaxint8_llm_int8_matmul per weight; on a GPU the decode-sized GEMMs
+//     of all weights are one kernel launch.
+//
 // Leading dims are independent problems (each has its own outlier set): that is how
 // vmap is implemented.
 #pragma once
@@ -38,10 +47,12 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxint8_column_absmax_cpu);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxint8_quantize_rows_cpu);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxint8_int8_matmul_cpu);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxint8_llm_int8_matmul_cpu);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxint8_llm_int8_matmul_group_cpu);
 
 #ifdef JAXINT8_WITH_CUDA
 XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxint8_column_absmax_cuda);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxint8_quantize_rows_cuda);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxint8_int8_matmul_cuda);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxint8_llm_int8_matmul_cuda);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxint8_llm_int8_matmul_group_cuda);
 #endif

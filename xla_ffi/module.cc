@@ -24,6 +24,7 @@ PYBIND11_MODULE(_jaxint8_ffi, m) {
     d["jaxint8_quantize_rows"] = capsule(jaxint8_quantize_rows_cpu);
     d["jaxint8_int8_matmul"] = capsule(jaxint8_int8_matmul_cpu);
     d["jaxint8_llm_int8_matmul"] = capsule(jaxint8_llm_int8_matmul_cpu);
+    d["jaxint8_llm_int8_matmul_group"] = capsule(jaxint8_llm_int8_matmul_group_cpu);
     return d;
   });
   m.def("cuda_targets", []() {
@@ -33,6 +34,7 @@ PYBIND11_MODULE(_jaxint8_ffi, m) {
     d["jaxint8_quantize_rows"] = capsule(jaxint8_quantize_rows_cuda);
     d["jaxint8_int8_matmul"] = capsule(jaxint8_int8_matmul_cuda);
     d["jaxint8_llm_int8_matmul"] = capsule(jaxint8_llm_int8_matmul_cuda);
+    d["jaxint8_llm_int8_matmul_group"] = capsule(jaxint8_llm_int8_matmul_group_cuda);
 #endif
     return d;
   });

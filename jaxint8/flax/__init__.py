@@ -1,4 +1,5 @@
-"""Flax layers for LLM.int8(): linen :class:`Int8Dense`, nnx :class:`Int8Linear`, converters.
+"""Flax layers for LLM.int8(): linen :class:`Int8Dense`, nnx :class:`Int8Linear`, converters,
+and :func:`int8_dense_group` (several layers on one quantized input).
 
 Example (linen)::
 
@@ -14,6 +15,7 @@ Example (linen)::
 """
 
 from jaxint8.flax.convert import quantize_dense_params, trainable_mask
+from jaxint8.flax.group import int8_dense_group
 from jaxint8.flax.linen import Int8Dense
 from jaxint8.flax.nnx import Int8Linear, QuantizedArray, quantize_linear_layers
 
@@ -21,6 +23,7 @@ __all__ = [
     "Int8Dense",
     "Int8Linear",
     "QuantizedArray",
+    "int8_dense_group",
     "quantize_dense_params",
     "quantize_linear_layers",
     "trainable_mask",

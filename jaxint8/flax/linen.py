@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from jaxint8.flax._common import apply_int8
 from jaxint8.ops import DEFAULT_THRESHOLD
-from jaxint8.weights import quantize_weight
+from jaxint8.weights import Int8Weight, quantize_weight
 
 __all__ = ["Int8Dense"]
 
@@ -54,7 +54,12 @@ class Int8Dense(nn.Module):
     bias_init: Callable = nn.initializers.zeros_init()
 
     @nn.compact
-    def __call__(self, inputs):
+    def __call__(self, inputs, *, return_weight: bool = False):
+        """``inputs @ kernel (+ bias)``; with ``return_weight`` only ``(Int8Weight, bias)``.
+
+        ``return_weight`` creates or fetches the parameters without computing anything: it is how
+        :func:`jaxint8.flax.int8_dense_group` runs several layers on one quantized input.
+        """
         in_features = jnp.shape(inputs)[-1]
         if self.is_initializing() and not self.has_variable("params", "kernel"):
             w = self.kernel_init(self.make_rng("params"), (in_features, self.features),
@@ -71,5 +76,7 @@ class Int8Dense(nn.Module):
         bias = None
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        if return_weight:
+            return Int8Weight(kernel, scale), bias
         return apply_int8(inputs, kernel, scale, bias, dtype=self.dtype,
                           param_dtype=self.param_dtype, threshold=self.threshold)

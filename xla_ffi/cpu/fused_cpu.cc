@@ -1,5 +1,7 @@
-// CPU handler of the fused target: column absmax, row quantization and the int8 matmul in one
-// custom call (same bodies as the three separate handlers, so the results are identical).
+// CPU handlers of the fused targets: column absmax, row quantization and the int8 matmul in one
+// custom call (same bodies as the three separate handlers, so the results are identical), for one
+// weight (jaxint8_llm_int8_matmul) or several weights sharing the quantized x
+// (jaxint8_llm_int8_matmul_group).
 #include <algorithm>
 
 #include "common.h"
@@ -9,23 +11,51 @@
 namespace jaxint8::cpu {
 namespace {
 
+// Both quantization passes (the column pass skipped, col_amax zero, when threshold <= 0).
+ffi::Error QuantizeActivations(ffi::ThreadPool pool, ffi::AnyBuffer x,
+                               ffi::Result<ffi::AnyBuffer> col_amax, ffi::Result<ffi::AnyBuffer> xq,
+                               ffi::Result<ffi::AnyBuffer> row_scale,
+                               ffi::Result<ffi::AnyBuffer> outlier_idx,
+                               ffi::Result<ffi::AnyBuffer> outlier_count, float threshold) {
+  if (threshold > 0.0f) {
+    JAXINT8_RETURN_IF_ERROR(ColumnAbsmax(pool, x, col_amax));
+  } else {
+    ActivationShape sh;
+    JAXINT8_RETURN_IF_ERROR(check_column_absmax(x, *col_amax, &sh));
+    float* amax = col_amax->typed_data<float>();
+    std::fill(amax, amax + col_amax->element_count(), 0.0f);
+  }
+  return QuantizeRows(pool, x, *col_amax, xq, row_scale, outlier_idx, outlier_count, threshold);
+}
+
 ffi::Error LlmInt8Matmul(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer wq,
                          ffi::AnyBuffer w_scale, ffi::AnyBuffer bias,
                          ffi::Result<ffi::AnyBuffer> y, ffi::Result<ffi::AnyBuffer> col_amax,
                          ffi::Result<ffi::AnyBuffer> xq, ffi::Result<ffi::AnyBuffer> row_scale,
                          ffi::Result<ffi::AnyBuffer> outlier_idx,
                          ffi::Result<ffi::AnyBuffer> outlier_count, float threshold) {
-  if (threshold > 0.0f) {
-    JAXINT8_RETURN_IF_ERROR(ColumnAbsmax(pool, x, col_amax));
-  } else {  // no decomposition: the column pass is skipped, its result defined as zeros
-    ActivationShape sh;
-    JAXINT8_RETURN_IF_ERROR(check_column_absmax(x, *col_amax, &sh));
-    float* amax = col_amax->typed_data<float>();
-    std::fill(amax, amax + col_amax->element_count(), 0.0f);
-  }
-  JAXINT8_RETURN_IF_ERROR(
-      QuantizeRows(pool, x, *col_amax, xq, row_scale, outlier_idx, outlier_count, threshold));
+  JAXINT8_RETURN_IF_ERROR(QuantizeActivations(pool, x, col_amax, xq, row_scale, outlier_idx,
+                                              outlier_count, threshold));
   return Int8Matmul(pool, *xq, *row_scale, x, *outlier_idx, *outlier_count, wq, w_scale, bias, y);
+}
+
+ffi::Error LlmInt8MatmulGroup(ffi::ThreadPool pool, ffi::AnyBuffer x,
+                              ffi::Result<ffi::AnyBuffer> col_amax, ffi::Result<ffi::AnyBuffer> xq,
+                              ffi::Result<ffi::AnyBuffer> row_scale,
+                              ffi::Result<ffi::AnyBuffer> outlier_idx,
+                              ffi::Result<ffi::AnyBuffer> outlier_count, ffi::RemainingArgs weights,
+                              ffi::RemainingRets ys, float threshold) {
+  size_t groups = 0;
+  JAXINT8_RETURN_IF_ERROR(group_size(weights, ys, &groups));
+  JAXINT8_RETURN_IF_ERROR(QuantizeActivations(pool, x, col_amax, xq, row_scale, outlier_idx,
+                                              outlier_count, threshold));
+  for (size_t g = 0; g < groups; ++g) {
+    auto w = group_weight(weights, ys, g);
+    if (w.has_error()) return w.error();
+    JAXINT8_RETURN_IF_ERROR(Int8Matmul(pool, *xq, *row_scale, x, *outlier_idx, *outlier_count,
+                                       w->wq, w->w_scale, w->bias, w->y));
+  }
+  return ffi::Error::Success();
 }
 
 }  // namespace
@@ -34,3 +64,7 @@ ffi::Error LlmInt8Matmul(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     jaxint8_llm_int8_matmul_cpu, jaxint8::cpu::LlmInt8Matmul,
     jaxint8::bind_llm_int8_matmul(xla::ffi::Ffi::Bind().Ctx<xla::ffi::ThreadPool>()));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    jaxint8_llm_int8_matmul_group_cpu, jaxint8::cpu::LlmInt8MatmulGroup,
+    jaxint8::bind_llm_int8_matmul_group(xla::ffi::Ffi::Bind().Ctx<xla::ffi::ThreadPool>()));

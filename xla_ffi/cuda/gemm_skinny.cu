@@ -58,14 +58,59 @@ __device__ __forceinline__ uint4 load_stream(const int8_t* p) {
   return r;
 }
 
+// One launch can serve several weights that read the same activations (a grouped call): the
+// blocks of weight i are blockIdx.x in [first_block[i], first_block[i + 1]).
+struct SkinnyArgs {
+  Int8GemmParams p;  // the shared operands (x, xq, scales, outliers, m, k, types)
+  int weights = 1;
+  int first_block[kMaxSkinnyWeights + 1] = {};
+  const int8_t* wq[kMaxSkinnyWeights] = {};
+  const float* col_scale[kMaxSkinnyWeights] = {};
+  const float* bias[kMaxSkinnyWeights] = {};
+  void* y[kMaxSkinnyWeights] = {};
+  int64_t n[kMaxSkinnyWeights] = {};
+};
+
+// The operands of weight `i` of a launch put into p (an unrolled select: constant parameter
+// indices, no copy of the argument struct to local memory).
+__device__ __forceinline__ Int8GemmParams weight_params(const SkinnyArgs& a, int i) {
+  Int8GemmParams p = a.p;
+#pragma unroll
+  for (int j = 0; j < kMaxSkinnyWeights; ++j) {
+    if (j == i) {
+      p.wq = a.wq[j];
+      p.col_scale = a.col_scale[j];
+      p.bias = a.bias[j];
+      p.y = a.y[j];
+      p.n = a.n[j];
+    }
+  }
+  return p;
+}
+
+__device__ __forceinline__ int weight_of_block(const SkinnyArgs& a, int& first) {
+  int i = 0;
+  first = 0;
+#pragma unroll
+  for (int j = 1; j < kMaxSkinnyWeights; ++j) {
+    if (j < a.weights && static_cast<int>(blockIdx.x) >= a.first_block[j]) {
+      i = j;
+      first = a.first_block[j];
+    }
+  }
+  return i;
+}
+
 // 3 blocks (24 streaming warps) per SM: enough 16-byte loads in flight, and the 2.4 blocks per SM
 // of the common decode shapes fit in one wave.
 template <int TILES, int MT, bool ALIGNED>
-__global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(Int8GemmParams p) {
+__global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(const SkinnyArgs args) {
   constexpr int U = TILES >= 4 ? 1 : (TILES == 2 ? 2 : 4);  // chunks in flight per warp step
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, q = lane & 3;
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * (16 * TILES);
+  int first_block = 0;
+  const Int8GemmParams p = weight_params(args, weight_of_block(args, first_block));
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x - first_block) * (16 * TILES);
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * 16;
   const int64_t m = p.m, n = p.n, k = p.k;
 
@@ -233,28 +278,50 @@ __global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(Int8GemmParams
 }
 
 template <int TILES, int MT, bool ALIGNED>
-cudaError_t launch_t(const Int8GemmParams& p, cudaStream_t stream, bool pdl) {
+cudaError_t launch_t(const Int8GemmParams* ps, int count, cudaStream_t stream, bool pdl) {
   const int64_t rows = 16 * TILES;
-  const dim3 grid(static_cast<unsigned>((p.n + rows - 1) / rows), static_cast<unsigned>((p.m + 15) / 16));
-  return launch_kernel(skinny_kernel<TILES, MT, ALIGNED>, grid, dim3(kBlockThreads), stream, pdl, p);
+  SkinnyArgs a;
+  a.p = ps[0];
+  a.weights = count;
+  int64_t blocks = 0;
+  for (int i = 0; i < count; ++i) {
+    a.first_block[i] = static_cast<int>(blocks);
+    a.wq[i] = ps[i].wq;
+    a.col_scale[i] = ps[i].col_scale;
+    a.bias[i] = ps[i].bias;
+    a.y[i] = ps[i].y;
+    a.n[i] = ps[i].n;
+    blocks += (ps[i].n + rows - 1) / rows;
+  }
+  a.first_block[count] = static_cast<int>(blocks);
+  if (blocks == 0) return cudaSuccess;
+  if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>((ps[0].m + 15) / 16));
+  return launch_kernel(skinny_kernel<TILES, MT, ALIGNED>, grid, dim3(kBlockThreads), stream, pdl, a);
 }
 
 template <int MT, bool ALIGNED>
-cudaError_t launch_tiles(const Int8GemmParams& p, int num_sms, cudaStream_t stream, bool pdl) {
+cudaError_t launch_tiles(const Int8GemmParams* ps, int count, cudaStream_t stream, bool pdl) {
   // Largest weight tile that still gives ~2 blocks per SM (enough loads in flight).
   static const int forced = [] {
     const char* v = std::getenv("JAXINT8_SKINNY_TILES");  // tuning knob: 1, 2 or 4
     return v ? std::atoi(v) : 0;
   }();
-  if (forced == 4) return launch_t<4, MT, ALIGNED>(p, stream, pdl);
-  if (forced == 2) return launch_t<2, MT, ALIGNED>(p, stream, pdl);
-  if (forced == 1) return launch_t<1, MT, ALIGNED>(p, stream, pdl);
+  if (forced == 4) return launch_t<4, MT, ALIGNED>(ps, count, stream, pdl);
+  if (forced == 2) return launch_t<2, MT, ALIGNED>(ps, count, stream, pdl);
   // Default: 16 weight rows per block. Measured on the H100 (ncu, median of 8, bf16, 6
   // outliers, 1 / 16 tokens): 5120->20480 43.6 / 47.8 us with 16 rows, 44.9 / 50.8 with 32,
   // 48.6 / 59.2 with 64; 12288->49152 214 / 222 vs 245 / 275 vs 272 / 323. Small blocks balance
   // the weight stream best over the SMs (no half-empty last wave).
-  (void)num_sms;
-  return launch_t<1, MT, ALIGNED>(p, stream, pdl);
+  return launch_t<1, MT, ALIGNED>(ps, count, stream, pdl);
+}
+
+// The operands every weight of a grouped launch must share (one x, one quantization).
+bool same_activations(const Int8GemmParams& a, const Int8GemmParams& b) {
+  return a.m == b.m && a.k == b.k && a.xq == b.xq && a.row_scale == b.row_scale && a.x == b.x &&
+         a.x_type == b.x_type && a.outlier_idx == b.outlier_idx &&
+         a.outlier_count == b.outlier_count && a.y_type == b.y_type &&
+         a.l2_prefetch_bytes == b.l2_prefetch_bytes;
 }
 
 }  // namespace
@@ -265,15 +332,27 @@ bool int8_gemm_skinny_fast_path(const Int8GemmParams& p) {
 }
 
 cudaError_t launch_int8_gemm_skinny(const Int8GemmParams& p, int num_sms, cudaStream_t stream, bool pdl) {
-  if (p.m == 0 || p.n == 0) return cudaSuccess;
-  if ((p.m + 15) / 16 > 65535) return cudaErrorInvalidConfiguration;
-  const bool aligned = int8_gemm_skinny_fast_path(p);
-  const bool one_group = p.m <= 8;  // one n8 token group per mma is enough
-  if (aligned) {
-    return one_group ? launch_tiles<1, true>(p, num_sms, stream, pdl) : launch_tiles<2, true>(p, num_sms, stream, pdl);
+  return launch_int8_gemm_skinny_group(&p, 1, num_sms, stream, pdl);
+}
+
+cudaError_t launch_int8_gemm_skinny_group(const Int8GemmParams* ps, int count, int num_sms,
+                                          cudaStream_t stream, bool pdl) {
+  (void)num_sms;
+  if (count < 1 || count > kMaxSkinnyWeights) return cudaErrorInvalidValue;
+  if (ps[0].m == 0) return cudaSuccess;
+  if ((ps[0].m + 15) / 16 > 65535) return cudaErrorInvalidConfiguration;
+  bool aligned = true;
+  for (int i = 0; i < count; ++i) {
+    if (!same_activations(ps[0], ps[i])) return cudaErrorInvalidValue;
+    aligned = aligned && int8_gemm_skinny_fast_path(ps[i]);
   }
-  return one_group ? launch_tiles<1, false>(p, num_sms, stream, pdl)
-                   : launch_tiles<2, false>(p, num_sms, stream, pdl);
+  const bool one_group = ps[0].m <= 8;  // one n8 token group per mma is enough
+  if (aligned) {
+    return one_group ? launch_tiles<1, true>(ps, count, stream, pdl)
+                     : launch_tiles<2, true>(ps, count, stream, pdl);
+  }
+  return one_group ? launch_tiles<1, false>(ps, count, stream, pdl)
+                   : launch_tiles<2, false>(ps, count, stream, pdl);
 }
 
 }  // namespace jaxint8::cuda

@@ -130,41 +130,47 @@ FloatType float_type(ffi::DataType t) {
 
 size_t float_bytes(FloatType t) { return t == FloatType::kF32 ? 4 : 2; }
 
-// One GEMM problem through the dispatch documented at the top of the file. pdl: the previous
-// kernel on the stream is the row pass, which lets the skinny GEMM launch early.
-cudaError_t run_gemm(const Int8GemmParams& p, const DeviceInfo& dev, cudaStream_t stream, bool pdl) {
+enum class GemmPath { kSkinny, kSm90, kTiled };
+
+// The dispatch documented at the top of the file, for one GEMM problem.
+GemmPath choose_path(const Int8GemmParams& p, const DeviceInfo& dev) {
   const ForcedPath forced = forced_path();
   const bool tiled_ok = int8_gemm_tiled_supported(p);
 #ifdef JAXINT8_WITH_SM90
   const bool sm90_ok = dev.cc_major == 9 && int8_gemm_sm90_supported(p);
 #else
   const bool sm90_ok = false;
+  (void)dev;
 #endif
-  bool skinny = p.m <= kSkinnyMaxTokens || !tiled_ok;
-  bool sm90 = !skinny && sm90_ok;
-  if (forced == ForcedPath::kSkinny) {
-    skinny = true;
-  } else if (forced == ForcedPath::kTiled && tiled_ok) {
-    skinny = false;
-    sm90 = false;
-  } else if (forced == ForcedPath::kSm90 && sm90_ok) {
-    skinny = false;
-    sm90 = true;
-  }
-  if (skinny) {
-    // Under the early launch the blocks warm L2 with the first 2 KB of each of their weight rows
-    // (~13 MB over the first wave; measured: 4096->16384 at 1 token 35.0 -> 31.6 us, vs 0 bytes).
-    // JAXINT8_L2_PREFETCH=<bytes> (environment, read once) overrides it, for measurements.
-    static const int prefetch = env_int("JAXINT8_L2_PREFETCH", 2048);
-    Int8GemmParams q = p;
-    q.l2_prefetch_bytes = pdl ? prefetch : 0;
-    return launch_int8_gemm_skinny(q, dev.num_sms, stream, pdl);
-  }
+  if (forced == ForcedPath::kSkinny) return GemmPath::kSkinny;
+  if (forced == ForcedPath::kTiled && tiled_ok) return GemmPath::kTiled;
+  if (forced == ForcedPath::kSm90 && sm90_ok) return GemmPath::kSm90;
+  if (p.m <= kSkinnyMaxTokens || !tiled_ok) return GemmPath::kSkinny;
+  return sm90_ok ? GemmPath::kSm90 : GemmPath::kTiled;
+}
+
+// Under the early launch the skinny blocks warm L2 with the first 2 KB of each of their weight
+// rows (~13 MB over the first wave; measured: 4096->16384 at 1 token 35.0 -> 31.6 us, vs 0 bytes).
+// JAXINT8_L2_PREFETCH=<bytes> (environment, read once) overrides it, for measurements.
+int skinny_l2_prefetch(bool pdl) {
+  static const int prefetch = env_int("JAXINT8_L2_PREFETCH", 2048);
+  return pdl ? prefetch : 0;
+}
+
+// One GEMM problem through the dispatch. pdl: the previous kernel on the stream is the row pass,
+// which lets the skinny GEMM launch early.
+cudaError_t run_gemm(const Int8GemmParams& p, const DeviceInfo& dev, cudaStream_t stream, bool pdl) {
+  switch (choose_path(p, dev)) {
+    case GemmPath::kSkinny: {
+      Int8GemmParams q = p;
+      q.l2_prefetch_bytes = skinny_l2_prefetch(pdl);
+      return launch_int8_gemm_skinny(q, dev.num_sms, stream, pdl);
+    }
 #ifdef JAXINT8_WITH_SM90
-  if (sm90) return launch_int8_gemm_sm90(p, stream);
+    case GemmPath::kSm90: return launch_int8_gemm_sm90(p, stream);
 #endif
-  (void)sm90;
-  return launch_int8_gemm_tiled(p, dev.num_sms, stream);
+    default: return launch_int8_gemm_tiled(p, dev.num_sms, stream);
+  }
 }
 
 ffi::Error ColumnAbsmax(cudaStream_t stream, ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> col_amax) {
@@ -202,8 +208,33 @@ ffi::Error QuantizeRows(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer co
                           /*pdl=*/false);
 }
 
+// The GEMM problem of batch element b (buffers already checked by check_int8_matmul).
+Int8GemmParams gemm_params(const ffi::AnyBuffer& xq, const ffi::AnyBuffer& row_scale,
+                           const ffi::AnyBuffer& x, const ffi::AnyBuffer& outlier_idx,
+                           const ffi::AnyBuffer& outlier_count, const ffi::AnyBuffer& wq,
+                           const ffi::AnyBuffer& w_scale, const ffi::AnyBuffer& bias,
+                           ffi::AnyBuffer y, const ActivationShape& sh, int64_t o, int64_t b) {
+  const FloatType xt = float_type(x.element_type()), yt = float_type(y.element_type());
+  Int8GemmParams p;
+  p.m = sh.s;
+  p.n = o;
+  p.k = sh.h;
+  p.xq = xq.typed_data<int8_t>() + b * sh.s * sh.h;
+  p.wq = wq.typed_data<int8_t>();
+  p.row_scale = row_scale.typed_data<float>() + b * sh.s;
+  p.col_scale = w_scale.typed_data<float>();
+  p.bias = bias.element_count() ? bias.typed_data<float>() : nullptr;
+  p.x = static_cast<const char*>(x.untyped_data()) + b * sh.s * sh.h * float_bytes(xt);
+  p.x_type = xt;
+  p.outlier_idx = outlier_idx.typed_data<int32_t>() + b * sh.h;
+  p.outlier_count = outlier_count.typed_data<int32_t>() + b;
+  p.y = static_cast<char*>(y.untyped_data()) + b * sh.s * o * float_bytes(yt);
+  p.y_type = yt;
+  return p;
+}
+
 // The matmul target's work; pdl: the stream's previous kernel is the row pass (early launch).
-ffi::Error RunInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer xq,
+ffi::Error RunInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator& scratch, ffi::AnyBuffer xq,
                          ffi::AnyBuffer row_scale, ffi::AnyBuffer x, ffi::AnyBuffer outlier_idx,
                          ffi::AnyBuffer outlier_count, ffi::AnyBuffer wq, ffi::AnyBuffer w_scale,
                          ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> y, bool pdl) {
@@ -213,7 +244,6 @@ ffi::Error RunInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi
                                             w_scale, bias, *y, &sh, &o));
 
   const DeviceInfo dev = device_info();
-  const FloatType xt = float_type(x.element_type()), yt = float_type(y->element_type());
   // Workspace for the sm90 path (compact outlier operands). The batch elements run one after
   // the other on one stream, so they share it. Without it the sm90 path is still correct, but
   // reads the outliers directly from x / wq (measured 3-8x slower GEMM with 6 outliers).
@@ -241,21 +271,8 @@ ffi::Error RunInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi
   }
 #endif
   for (int64_t b = 0; b < sh.nb; ++b) {
-    Int8GemmParams p;
-    p.m = sh.s;
-    p.n = o;
-    p.k = sh.h;
-    p.xq = xq.typed_data<int8_t>() + b * sh.s * sh.h;
-    p.wq = wq.typed_data<int8_t>();
-    p.row_scale = row_scale.typed_data<float>() + b * sh.s;
-    p.col_scale = w_scale.typed_data<float>();
-    p.bias = bias.element_count() ? bias.typed_data<float>() : nullptr;
-    p.x = static_cast<const char*>(x.untyped_data()) + b * sh.s * sh.h * float_bytes(xt);
-    p.x_type = xt;
-    p.outlier_idx = outlier_idx.typed_data<int32_t>() + b * sh.h;
-    p.outlier_count = outlier_count.typed_data<int32_t>() + b;
-    p.y = static_cast<char*>(y->untyped_data()) + b * sh.s * o * float_bytes(yt);
-    p.y_type = yt;
+    Int8GemmParams p = gemm_params(xq, row_scale, x, outlier_idx, outlier_count, wq, w_scale, bias,
+                                   *y, sh, o, b);
     p.workspace = workspace;
     p.workspace_bytes = workspace_bytes;
     cudaError_t err = run_gemm(p, dev, stream, pdl && b == 0);
@@ -268,24 +285,24 @@ ffi::Error Int8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::A
                       ffi::AnyBuffer x, ffi::AnyBuffer outlier_idx, ffi::AnyBuffer outlier_count,
                       ffi::AnyBuffer wq, ffi::AnyBuffer w_scale, ffi::AnyBuffer bias,
                       ffi::Result<ffi::AnyBuffer> y) {
-  return RunInt8Matmul(stream, std::move(scratch), xq, row_scale, x, outlier_idx, outlier_count, wq,
+  return RunInt8Matmul(stream, scratch, xq, row_scale, x, outlier_idx, outlier_count, wq,
                        w_scale, bias, y, /*pdl=*/false);
 }
 
-// The three handlers above in one custom call (one FFI call overhead instead of three). For
-// decode-sized inputs on Hopper the kernels are chained with programmatic dependent launch (each
-// launches while the previous one runs and waits for its results on the device): the launch gaps
-// and the GEMM's first weight loads overlap the quantization. JAXINT8_PDL=0 (environment, read
-// once) turns this off, for measurements.
-ffi::Error LlmInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer x,
-                         ffi::AnyBuffer wq, ffi::AnyBuffer w_scale, ffi::AnyBuffer bias,
-                         ffi::Result<ffi::AnyBuffer> y, ffi::Result<ffi::AnyBuffer> col_amax,
-                         ffi::Result<ffi::AnyBuffer> xq, ffi::Result<ffi::AnyBuffer> row_scale,
-                         ffi::Result<ffi::AnyBuffer> outlier_idx,
-                         ffi::Result<ffi::AnyBuffer> outlier_count, float threshold) {
+// Both quantization passes of the fused targets (the column pass skipped, col_amax zero, when
+// threshold <= 0). Sets *pdl when the GEMM that follows may launch early: for decode-sized
+// inputs on Hopper the kernels are chained with programmatic dependent launch (each launches
+// while the previous one runs and waits for its results on the device), so the launch gaps and
+// the GEMM's first weight loads overlap the quantization. JAXINT8_PDL=0 (environment, read once)
+// turns this off, for measurements.
+ffi::Error QuantizeForMatmul(cudaStream_t stream, ffi::AnyBuffer x,
+                             ffi::Result<ffi::AnyBuffer> col_amax, ffi::Result<ffi::AnyBuffer> xq,
+                             ffi::Result<ffi::AnyBuffer> row_scale,
+                             ffi::Result<ffi::AnyBuffer> outlier_idx,
+                             ffi::Result<ffi::AnyBuffer> outlier_count, float threshold, bool* pdl) {
   if (threshold > 0.0f) {
     JAXINT8_RETURN_IF_ERROR(ColumnAbsmax(stream, x, col_amax));
-  } else {  // no decomposition: the column pass is skipped, its result defined as zeros
+  } else {
     ActivationShape sh;
     JAXINT8_RETURN_IF_ERROR(check_column_absmax(x, *col_amax, &sh));
     cudaError_t err = cudaMemsetAsync(col_amax->untyped_data(), 0,
@@ -295,12 +312,76 @@ ffi::Error LlmInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi
   static const bool pdl_on = env_int("JAXINT8_PDL", 1) != 0;
   ActivationShape sh;
   JAXINT8_RETURN_IF_ERROR(activation_shape(x, "x", &sh));
-  const DeviceInfo dev = device_info();
-  const bool pdl = pdl_on && dev.cc_major >= 9 && sh.s <= kSkinnyMaxTokens;
-  JAXINT8_RETURN_IF_ERROR(QuantizeRowsImpl(stream, x, *col_amax, xq, row_scale, outlier_idx,
-                                           outlier_count, threshold, pdl && threshold > 0.0f));
-  return RunInt8Matmul(stream, std::move(scratch), *xq, *row_scale, x, *outlier_idx, *outlier_count,
+  *pdl = pdl_on && device_info().cc_major >= 9 && sh.s <= kSkinnyMaxTokens;
+  return QuantizeRowsImpl(stream, x, *col_amax, xq, row_scale, outlier_idx, outlier_count,
+                          threshold, *pdl && threshold > 0.0f);
+}
+
+// The three handlers above in one custom call (one FFI call overhead instead of three).
+ffi::Error LlmInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer x,
+                         ffi::AnyBuffer wq, ffi::AnyBuffer w_scale, ffi::AnyBuffer bias,
+                         ffi::Result<ffi::AnyBuffer> y, ffi::Result<ffi::AnyBuffer> col_amax,
+                         ffi::Result<ffi::AnyBuffer> xq, ffi::Result<ffi::AnyBuffer> row_scale,
+                         ffi::Result<ffi::AnyBuffer> outlier_idx,
+                         ffi::Result<ffi::AnyBuffer> outlier_count, float threshold) {
+  bool pdl = false;
+  JAXINT8_RETURN_IF_ERROR(QuantizeForMatmul(stream, x, col_amax, xq, row_scale, outlier_idx,
+                                            outlier_count, threshold, &pdl));
+  return RunInt8Matmul(stream, scratch, *xq, *row_scale, x, *outlier_idx, *outlier_count,
                        wq, w_scale, bias, y, pdl);
+}
+
+// One quantization of x for several weights. When every weight's GEMM takes the skinny path
+// (decode), all of them run as one launch per batch element (launch_int8_gemm_skinny_group:
+// one grid over the weights' rows, so small projections such as q/k/v fill the GPU together);
+// otherwise one GEMM per weight, as in LlmInt8Matmul. Results are those of LlmInt8Matmul per
+// weight, bit for bit.
+ffi::Error LlmInt8MatmulGroup(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer x,
+                              ffi::Result<ffi::AnyBuffer> col_amax, ffi::Result<ffi::AnyBuffer> xq,
+                              ffi::Result<ffi::AnyBuffer> row_scale,
+                              ffi::Result<ffi::AnyBuffer> outlier_idx,
+                              ffi::Result<ffi::AnyBuffer> outlier_count, ffi::RemainingArgs weights,
+                              ffi::RemainingRets ys, float threshold) {
+  size_t groups = 0;
+  JAXINT8_RETURN_IF_ERROR(group_size(weights, ys, &groups));
+  bool pdl = false;
+  JAXINT8_RETURN_IF_ERROR(QuantizeForMatmul(stream, x, col_amax, xq, row_scale, outlier_idx,
+                                            outlier_count, threshold, &pdl));
+  const DeviceInfo dev = device_info();
+  ActivationShape sh;
+  Int8GemmParams ps[kMaxGroupWeights];
+  bool all_skinny = true;
+  for (size_t g = 0; g < groups; ++g) {
+    auto w = group_weight(weights, ys, g);
+    if (w.has_error()) return w.error();
+    int64_t o = 0;
+    JAXINT8_RETURN_IF_ERROR(check_int8_matmul(*xq, *row_scale, x, *outlier_idx, *outlier_count,
+                                              w->wq, w->w_scale, w->bias, *w->y, &sh, &o));
+    ps[g] = gemm_params(*xq, *row_scale, x, *outlier_idx, *outlier_count, w->wq, w->w_scale,
+                        w->bias, *w->y, sh, o, 0);
+    all_skinny = all_skinny && choose_path(ps[g], dev) == GemmPath::kSkinny;
+  }
+  if (!all_skinny) {
+    for (size_t g = 0; g < groups; ++g) {
+      auto w = group_weight(weights, ys, g);
+      JAXINT8_RETURN_IF_ERROR(RunInt8Matmul(stream, scratch, *xq, *row_scale, x, *outlier_idx,
+                                            *outlier_count, w->wq, w->w_scale, w->bias, w->y,
+                                            pdl && g == 0));
+    }
+    return ffi::Error::Success();
+  }
+  for (int64_t b = 0; b < sh.nb; ++b) {
+    for (size_t g = 0; g < groups; ++g) {
+      auto w = group_weight(weights, ys, g);
+      ps[g] = gemm_params(*xq, *row_scale, x, *outlier_idx, *outlier_count, w->wq, w->w_scale,
+                          w->bias, *w->y, sh, ps[g].n, b);
+      ps[g].l2_prefetch_bytes = skinny_l2_prefetch(pdl && b == 0);
+    }
+    cudaError_t err = launch_int8_gemm_skinny_group(ps, static_cast<int>(groups), dev.num_sms,
+                                                    stream, pdl && b == 0);
+    if (err != cudaSuccess) return cuda_error(err, "llm_int8_matmul_group");
+  }
+  return ffi::Error::Success();
 }
 
 }  // namespace
@@ -331,4 +412,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
     jaxint8::bind_llm_int8_matmul(xla::ffi::Ffi::Bind()
                                       .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
                                       .Ctx<xla::ffi::ScratchAllocator>()),
+    {xla::ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    jaxint8_llm_int8_matmul_group_cuda, jaxint8::cuda::LlmInt8MatmulGroup,
+    jaxint8::bind_llm_int8_matmul_group(xla::ffi::Ffi::Bind()
+                                            .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
+                                            .Ctx<xla::ffi::ScratchAllocator>()),
     {xla::ffi::Traits::kCmdBufferCompatible});

@@ -31,6 +31,13 @@ cudaError_t launch_int8_gemm_skinny(const Int8GemmParams& p, int num_sms, cudaSt
                                     bool pdl = false);
 bool int8_gemm_skinny_fast_path(const Int8GemmParams& p);  // 16-byte weight loads possible
 
+// The skinny GEMM for several weights that read the same activations (q/k/v, gate/up) in one
+// launch: ps[i] differ only in wq, col_scale, bias, y and n (cudaErrorInvalidValue otherwise).
+// Same results as one launch_int8_gemm_skinny per weight; pdl as above.
+inline constexpr int kMaxSkinnyWeights = 8;
+cudaError_t launch_int8_gemm_skinny_group(const Int8GemmParams* ps, int count, int num_sms,
+                                          cudaStream_t stream, bool pdl = false);
+
 // Tiled mma.sync GEMM (sm_80+; 128x128x64 tiles, 4-stage cp.async pipeline) with the fused
 // dequant + outlier + bias + cast epilogue. Needs int8_gemm_tiled_supported(p).
 bool int8_gemm_tiled_supported(const Int8GemmParams& p);
