@@ -4,8 +4,10 @@ Runs every kernel family once on small odd shapes (and one tile-sized case): col
 (direct and split/atomic), quantize rows (vector and scalar paths), skinny GEMM (aligned and
 generic, 1 and 2 token groups), tiled mma.sync GEMM (with M/N/K tails, outlier chunks > 32),
 and the sm90 GEMM when built. Decode-sized cases (<= 16 tokens) also run the fused target,
-whose kernels are chained by programmatic dependent launch on Hopper. Run with XLA_PYTHON_CLIENT_ALLOCATOR=platform so every XLA
-buffer is its own cudaMalloc allocation and out-of-bounds accesses are visible.
+whose kernels are chained by programmatic dependent launch on Hopper; GROUP_CASES run the grouped
+target (one skinny launch over several weights at decode sizes, one GEMM per weight above). Run
+with XLA_PYTHON_CLIENT_ALLOCATOR=platform so every XLA buffer is its own cudaMalloc allocation and
+out-of-bounds accesses are visible.
 """
 
 import os
@@ -17,6 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+import jaxint8  # noqa: E402
 from test_cuda import fused, pipeline, quantize_weight_np  # noqa: E402
 
 CASES = [  # (s, h, o, dtype, threshold)
@@ -30,6 +33,11 @@ CASES = [  # (s, h, o, dtype, threshold)
     (5, 2048, 77, jnp.bfloat16, 1e-3),   # fused decode chain, all columns outliers (chunks)
     (2, 4096, 40, jnp.float32, 6.0),     # fused decode chain, two rows
     (12, 4096, 40, jnp.bfloat16, 6.0),   # fused decode chain, two token groups
+]
+GROUP_CASES = [  # (s, h, outs, dtype, threshold)
+    (1, 100, (37, 16, 16), jnp.bfloat16, 6.0),   # generic skinny (odd k), three weights
+    (12, 1024, (520, 136, 8), jnp.float16, 6.0),  # aligned skinny, two token groups
+    (64, 512, (264, 40), jnp.bfloat16, 6.0),      # prefill: one GEMM per weight
 ]
 
 
@@ -48,6 +56,17 @@ def main():
             jax.block_until_ready(out)
             print(f"case {name} s={s} h={h} o={o} {jnp.dtype(dt).name} thr={thr}: count={int(out[4])} "
                   f"finite={bool(np.isfinite(np.asarray(out[5], np.float32)).all())}", flush=True)
+    for s, h, outs, dt, thr in GROUP_CASES:
+        x = rng.standard_normal((s, h)).astype(np.float32)
+        x[:, rng.choice(h, size=5, replace=False)] *= 30
+        ws = [jaxint8.quantize_weight(jnp.asarray(0.02 * rng.standard_normal((h, o)), jnp.float32))
+              for o in outs]
+        x, ws = jax.device_put((jnp.asarray(x, dt), ws), gpu)
+        ys = jax.jit(lambda x, ws: jaxint8.llm_int8_matmul_group(x, ws, threshold=thr))(x, ws)
+        jax.block_until_ready(ys)
+        print(f"case group s={s} h={h} outs={outs} {jnp.dtype(dt).name} thr={thr}: "
+              f"finite={all(bool(np.isfinite(np.asarray(y, np.float32)).all()) for y in ys)}",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def llm_int8_matmul(x, weight: Int8Weight, bias=None, *, threshold=DEFAULT_THRES
     op = "llm_int8_matmul"
     _check_x(x, op)
     threshold = _check_threshold(threshold, op)
-    bias = _check_weight(x, weight, bias, op, "weight")
+    bias = _check_weight(x, weight, bias, op, "weight", "bias")
     out_dtype = _check_out_dtype(x, out_dtype, op)
 
     lead = x.shape[:-1]
@@ -112,7 +112,7 @@ def llm_int8_matmul(x, weight: Int8Weight, bias=None, *, threshold=DEFAULT_THRES
     return y.reshape(lead + (weight.out_features,))
 
 
-def _check_weight(x, weight, bias, op, name):
+def _check_weight(x, weight, bias, op, name, bias_name):
     """Validates one weight (and its bias) against ``x``; returns the bias as an array or None."""
     if not isinstance(weight, Int8Weight):
         raise TypeError(f"{op}: {name} must be a jaxint8.Int8Weight (from jaxint8.quantize_weight), "
@@ -125,7 +125,7 @@ def _check_weight(x, weight, bias, op, name):
         return None
     bias = jnp.asarray(bias)
     if bias.shape != (weight.out_features,) or not jnp.issubdtype(bias.dtype, jnp.floating):
-        raise ValueError(f"{op}: the bias of {name} must be a float array of shape "
+        raise ValueError(f"{op}: {bias_name} must be a float array of shape "
                          f"({weight.out_features},), got {bias.dtype}{list(bias.shape)}")
     return bias
 
@@ -180,7 +180,7 @@ def llm_int8_matmul_group(x, weights, biases=None, *, threshold=DEFAULT_THRESHOL
     if len(biases) != len(weights):
         raise ValueError(f"{op}: biases must have one entry (an array or None) per weight: "
                          f"{len(weights)} weights, {len(biases)} biases")
-    biases = tuple(_check_weight(x, w, b, op, f"weights[{i}]")
+    biases = tuple(_check_weight(x, w, b, op, f"weights[{i}]", f"biases[{i}]")
                    for i, (w, b) in enumerate(zip(weights, biases)))
     out_dtype = _check_out_dtype(x, out_dtype, op)
 

@@ -101,7 +101,7 @@ def test_group_grad_equals_sum_over_weights():
     (lambda x, ws: jaxint8.llm_int8_matmul_group(x, ws * 5), "1 to 8"),
     (lambda x, ws: jaxint8.llm_int8_matmul_group(x, ws, [None]), "one entry"),
     (lambda x, ws: jaxint8.llm_int8_matmul_group(x, ws, [None, jnp.zeros((5,))]),
-     r"bias of weights\[1\]"),
+     r"biases\[1\] must be"),
     (lambda x, ws: jaxint8.llm_int8_matmul_group(x[:, :8], ws), r"weights\[0\]'s in_features"),
     (lambda x, ws: jaxint8.llm_int8_matmul_group(x, [ws[0], ws[1].qweight]), r"weights\[1\]"),
 ])

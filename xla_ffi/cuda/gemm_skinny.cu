@@ -102,14 +102,18 @@ __device__ __forceinline__ int weight_of_block(const SkinnyArgs& a, int& first) 
 }
 
 // 3 blocks (24 streaming warps) per SM: enough 16-byte loads in flight, and the 2.4 blocks per SM
-// of the common decode shapes fit in one wave.
-template <int TILES, int MT, bool ALIGNED>
+// of the common decode shapes fit in one wave. GROUPED: several weights (args.weights > 1); a
+// single weight reads args.p directly (the per-block weight select cost 1-6 % at 1 token,
+// measured with benchmarks/cuda/run_skinny_bench.sh).
+template <int TILES, int MT, bool ALIGNED, bool GROUPED>
 __global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(const SkinnyArgs args) {
   constexpr int U = TILES >= 4 ? 1 : (TILES == 2 ? 2 : 4);  // chunks in flight per warp step
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, q = lane & 3;
   int first_block = 0;
-  const Int8GemmParams p = weight_params(args, weight_of_block(args, first_block));
+  Int8GemmParams selected;
+  if constexpr (GROUPED) selected = weight_params(args, weight_of_block(args, first_block));
+  const Int8GemmParams& p = GROUPED ? selected : args.p;  // both lvalues: no copy of args.p
   const int64_t n0 = static_cast<int64_t>(blockIdx.x - first_block) * (16 * TILES);
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * 16;
   const int64_t m = p.m, n = p.n, k = p.k;
@@ -297,7 +301,9 @@ cudaError_t launch_t(const Int8GemmParams* ps, int count, cudaStream_t stream, b
   if (blocks == 0) return cudaSuccess;
   if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>((ps[0].m + 15) / 16));
-  return launch_kernel(skinny_kernel<TILES, MT, ALIGNED>, grid, dim3(kBlockThreads), stream, pdl, a);
+  if (count > 1)
+    return launch_kernel(skinny_kernel<TILES, MT, ALIGNED, true>, grid, dim3(kBlockThreads), stream, pdl, a);
+  return launch_kernel(skinny_kernel<TILES, MT, ALIGNED, false>, grid, dim3(kBlockThreads), stream, pdl, a);
 }
 
 template <int MT, bool ALIGNED>
