@@ -250,6 +250,19 @@ def _partitioned(threshold, out_dtype, has_bias, nlead=0):
     lead = " ".join(_LEAD_FACTORS[:nlead])
     xs, ys = (lead + " s h").strip(), (lead + " s o").strip()
     rule = f"{xs}, o h, o, o -> {ys}" if has_bias else f"{xs}, o h, o -> {ys}"
+    rank_up = lambda: _partitioned(threshold, out_dtype.name, has_bias, nlead + 1)  # noqa: E731
+    return _custom_op(fn, partition, infer_sharding_from_operands, propagate_user_sharding, rule,
+                      nlead, rank_up, lambda out: (out, True))
+
+
+def _custom_op(fn, partition, infer_sharding_from_operands, propagate_user_sharding, rule, nlead,
+               rank_up, batched_out):
+    """``custom_partitioning(fn)`` with these rules, under a ``custom_vmap``.
+
+    vmap over ``x`` alone gives ``rank_up()`` (the same op with one more leading dim, still
+    custom-partitioned); a batch of weights falls back to the primitives' batching rule (a loop
+    over the weights). ``batched_out(out)`` -> ``(out, out_batched)`` for the vmap rule.
+    """
     cp = custom_partitioning(fn)
     kwargs = dict(partition=partition, infer_sharding_from_operands=infer_sharding_from_operands,
                   propagate_user_sharding=propagate_user_sharding, sharding_rule=rule,
@@ -265,11 +278,9 @@ def _partitioned(threshold, out_dtype, has_bias, nlead=0):
     def _vmap_rule(axis_size, in_batched, *args):
         del axis_size
         if not any(in_batched[1:]) and nlead < len(_LEAD_FACTORS):
-            # Only x is mapped: one more leading dim, still custom-partitioned.
-            return _partitioned(threshold, out_dtype.name, has_bias, nlead + 1)(*args), True
-        # A batch of weights: the primitives' batching rule (a loop over the weights).
+            return batched_out(rank_up()(*args))
         in_axes = tuple(0 if b else None for b in in_batched)
-        return jax.vmap(fn, in_axes=in_axes)(*args), True
+        return batched_out(jax.vmap(fn, in_axes=in_axes)(*args))
 
     return vm
 
@@ -393,28 +404,9 @@ def _partitioned_group(threshold, out_dtype, has_bias, nlead=0):
         ins += [f"{o} h", o] + ([o] if hb else [])
         outs.append((lead + f" s {o}").strip())
     rule = ", ".join(ins) + " -> " + ", ".join(outs)
-    cp = custom_partitioning(fn)
-    kwargs = dict(partition=partition, infer_sharding_from_operands=infer_sharding_from_operands,
-                  propagate_user_sharding=propagate_user_sharding, sharding_rule=rule,
-                  reduction_factors=("h",))
-    accepted = _def_partition_params()
-    if accepted is not None:
-        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-    cp.def_partition(**kwargs)
-
-    vm = custom_vmap(lambda *args: cp(*args))
-
-    @vm.def_vmap
-    def _vmap_rule(axis_size, in_batched, *args):
-        del axis_size
-        if not any(in_batched[1:]) and nlead < len(_LEAD_FACTORS):
-            out = _partitioned_group(threshold, out_dtype.name, has_bias, nlead + 1)(*args)
-        else:  # a batch of weights: the primitive's batching rule (a loop over the weights)
-            in_axes = tuple(0 if b else None for b in in_batched)
-            out = jax.vmap(fn, in_axes=in_axes)(*args)
-        return tuple(out), (True,) * len(has_bias)
-
-    return vm
+    rank_up = lambda: _partitioned_group(threshold, out_dtype.name, has_bias, nlead + 1)  # noqa: E731
+    return _custom_op(fn, partition, infer_sharding_from_operands, propagate_user_sharding, rule,
+                      nlead, rank_up, lambda out: (tuple(out), (True,) * len(has_bias)))
 
 
 def forward_group(x, weights, *, threshold, out_dtype):
