@@ -105,11 +105,7 @@ def llm_int8_matmul(x, weight: Int8Weight, bias=None, *, threshold=DEFAULT_THRES
     bias = _check_weight(x, weight, bias, op, "weight", "bias")
     out_dtype = _check_out_dtype(x, out_dtype, op)
 
-    lead = x.shape[:-1]
-    x2 = x.reshape((math.prod(lead), x.shape[-1]))
-    y = _matmul(x2, weight.qweight, weight.scale, bias, threshold, out_dtype,
-                partitioning.explicit_sharding(x2))
-    return y.reshape(lead + (weight.out_features,))
+    return _grouped(x, (weight,), (bias,), threshold, out_dtype)[0]
 
 
 def _check_weight(x, weight, bias, op, name, bias_name):
@@ -184,6 +180,11 @@ def llm_int8_matmul_group(x, weights, biases=None, *, threshold=DEFAULT_THRESHOL
                    for i, (w, b) in enumerate(zip(weights, biases)))
     out_dtype = _check_out_dtype(x, out_dtype, op)
 
+    return _grouped(x, weights, biases, threshold, out_dtype)
+
+
+def _grouped(x, weights, biases, threshold, out_dtype):
+    """Both public matmuls after validation: leading dims flattened into one token axis."""
     lead = x.shape[:-1]
     x2 = x.reshape((math.prod(lead), x.shape[-1]))
     ys = _matmul_group(x2, tuple(w.qweight for w in weights), tuple(w.scale for w in weights),
@@ -191,33 +192,11 @@ def llm_int8_matmul_group(x, weights, biases=None, *, threshold=DEFAULT_THRESHOL
     return tuple(y.reshape(lead + (w.out_features,)) for y, w in zip(ys, weights))
 
 
+
+
+# One or more weights on one x [s, h] (tuples of qweight, scale, bias or None).
 # x_sharding: x's type sharding on an explicit-sharding mesh (else None), static so that the
 # backward can give dx the primal's sharding type.
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _matmul(x, qweight, scale, bias, threshold, out_dtype, x_sharding):
-    return partitioning.forward(x, qweight, scale, bias, threshold=threshold, out_dtype=out_dtype)
-
-
-def _matmul_fwd(x, qweight, scale, bias, threshold, out_dtype, x_sharding):
-    y = _matmul(x, qweight, scale, bias, threshold, out_dtype, x_sharding)
-    # Residuals must be arrays: a zero-size array carries x's dtype, bias carries its own.
-    return y, (qweight, scale, jnp.zeros((0,), x.dtype), bias)
-
-
-def _matmul_bwd(threshold, out_dtype, x_sharding, res, dy):
-    qweight, scale, x_like, bias = res
-    x_dtype, bias_dtype = x_like.dtype, None if bias is None else bias.dtype
-    # dX = dY @ W_deq^T with W_deq [o, h] = qweight * scale / 127; float32 accumulation.
-    dx = partitioning.input_grad(dy, qweight, scale, x_dtype, x_sharding)
-    dbias = None if bias_dtype is None else jnp.sum(dy.astype(jnp.float32), 0).astype(bias_dtype)
-    # The int8 weight is frozen: zero cotangents (float0 for the int8 array).
-    zero_q = np.zeros(qweight.shape, jax.dtypes.float0)
-    return dx, zero_q, jnp.zeros_like(scale), dbias
-
-
-_matmul.defvjp(_matmul_fwd, _matmul_bwd)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
 def _matmul_group(x, qweights, scales, biases, threshold, out_dtype, x_sharding):
     return partitioning.forward_group(x, tuple(zip(qweights, scales, biases)),
@@ -226,16 +205,19 @@ def _matmul_group(x, qweights, scales, biases, threshold, out_dtype, x_sharding)
 
 def _matmul_group_fwd(x, qweights, scales, biases, threshold, out_dtype, x_sharding):
     ys = _matmul_group(x, qweights, scales, biases, threshold, out_dtype, x_sharding)
+    # Residuals must be arrays: a zero-size array carries x's dtype, biases carry their own.
     return ys, (qweights, scales, jnp.zeros((0,), x.dtype), biases)
 
 
 def _matmul_group_bwd(threshold, out_dtype, x_sharding, res, dys):
     qweights, scales, x_like, biases = res
-    # dX = sum_i dY_i @ W_i_deq^T (each in float32, summed in float32, then cast).
+    # dX = sum_i dY_i @ W_i_deq^T with W_deq [o, h] = qweight * scale / 127: float32
+    # accumulation, summed in float32, cast once.
     dx = sum(partitioning.input_grad(dy, q, s, jnp.float32, x_sharding)
              for dy, q, s in zip(dys, qweights, scales)).astype(x_like.dtype)
     dbiases = tuple(None if b is None else jnp.sum(dy.astype(jnp.float32), 0).astype(b.dtype)
                     for dy, b in zip(dys, biases))
+    # The int8 weights are frozen: zero cotangents (float0 for the int8 arrays).
     zero_q = tuple(np.zeros(q.shape, jax.dtypes.float0) for q in qweights)
     return dx, zero_q, tuple(jnp.zeros_like(s) for s in scales), dbiases
 

@@ -349,18 +349,14 @@ def _group_flat(weights):
     return [a for q, s, b in weights for a in ((q, s) if b is None else (q, s, b))]
 
 
-def _local_group(x, flat, has_bias, threshold, out_dtype):
-    weights = _group_split(flat, has_bias)
-    return primitives.llm_int8_matmul_group(x, weights, threshold=threshold, out_dtype=out_dtype)
-
-
 @functools.cache
 def _partitioned_group(threshold, out_dtype, has_bias, nlead=0):
     """The custom-partitioned, custom-vmapped grouped forward for ``x`` of rank ``2 + nlead``."""
     out_dtype = jnp.dtype(out_dtype)
 
     def fn(x, *flat):
-        return _local_group(x, flat, has_bias, threshold, out_dtype)
+        return primitives.llm_int8_matmul_group(x, _group_split(flat, has_bias),
+                                                threshold=threshold, out_dtype=out_dtype)
 
     def plans_of(mesh, arg_shapes):
         x, weights = arg_shapes[0], _group_split(arg_shapes[1:], has_bias)
@@ -413,9 +409,11 @@ def forward_group(x, weights, *, threshold, out_dtype):
     """:func:`forward` for several ``(qweight, scale, bias or None)`` that read the same ``x``.
 
     One quantization of ``x`` and, on one device, one custom call for all weights (for decode
-    sizes one GEMM launch). Returns a tuple of ``[s, o_i]`` outputs, equal to :func:`forward` per
-    weight bit for bit.
+    sizes one GEMM launch); one weight is :func:`forward`. Returns a tuple of ``[s, o_i]``
+    outputs, equal to :func:`forward` per weight bit for bit.
     """
+    if len(weights) == 1:  # the single-weight custom call and partitioning
+        return (forward(x, *weights[0], threshold=threshold, out_dtype=out_dtype),)
     threshold = float(threshold or 0.0)
     has_bias = tuple(b is not None for _, _, b in weights)
     fn = _partitioned_group(threshold, jnp.dtype(out_dtype).name, has_bias)
