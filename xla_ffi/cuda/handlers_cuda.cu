@@ -27,6 +27,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -344,37 +345,40 @@ ffi::Error LlmInt8MatmulGroup(cudaStream_t stream, ffi::ScratchAllocator scratch
                               ffi::RemainingRets ys, float threshold) {
   size_t groups = 0;
   JAXINT8_RETURN_IF_ERROR(group_size(weights, ys, &groups));
+  std::optional<GroupWeight> w[kMaxGroupWeights];  // decoded once, before anything is enqueued
+  for (size_t g = 0; g < groups; ++g) {
+    auto wg = group_weight(weights, ys, g);
+    if (wg.has_error()) return wg.error();
+    w[g] = *wg;
+  }
   bool pdl = false;
   JAXINT8_RETURN_IF_ERROR(QuantizeForMatmul(stream, x, col_amax, xq, row_scale, outlier_idx,
                                             outlier_count, threshold, &pdl));
   const DeviceInfo dev = device_info();
   ActivationShape sh;
-  Int8GemmParams ps[kMaxGroupWeights];
+  int64_t o[kMaxGroupWeights] = {};
   bool all_skinny = true;
   for (size_t g = 0; g < groups; ++g) {
-    auto w = group_weight(weights, ys, g);
-    if (w.has_error()) return w.error();
-    int64_t o = 0;
     JAXINT8_RETURN_IF_ERROR(check_int8_matmul(*xq, *row_scale, x, *outlier_idx, *outlier_count,
-                                              w->wq, w->w_scale, w->bias, *w->y, &sh, &o));
-    ps[g] = gemm_params(*xq, *row_scale, x, *outlier_idx, *outlier_count, w->wq, w->w_scale,
-                        w->bias, *w->y, sh, o, 0);
-    all_skinny = all_skinny && choose_path(ps[g], dev) == GemmPath::kSkinny;
+                                              w[g]->wq, w[g]->w_scale, w[g]->bias, *w[g]->y, &sh,
+                                              &o[g]));
+    const Int8GemmParams p = gemm_params(*xq, *row_scale, x, *outlier_idx, *outlier_count, w[g]->wq,
+                                         w[g]->w_scale, w[g]->bias, *w[g]->y, sh, o[g], 0);
+    all_skinny = all_skinny && choose_path(p, dev) == GemmPath::kSkinny;
   }
   if (!all_skinny) {
     for (size_t g = 0; g < groups; ++g) {
-      auto w = group_weight(weights, ys, g);
       JAXINT8_RETURN_IF_ERROR(RunInt8Matmul(stream, scratch, *xq, *row_scale, x, *outlier_idx,
-                                            *outlier_count, w->wq, w->w_scale, w->bias, w->y,
-                                            pdl && g == 0));
+                                            *outlier_count, w[g]->wq, w[g]->w_scale, w[g]->bias,
+                                            w[g]->y, pdl && g == 0));
     }
     return ffi::Error::Success();
   }
+  Int8GemmParams ps[kMaxGroupWeights];
   for (int64_t b = 0; b < sh.nb; ++b) {
     for (size_t g = 0; g < groups; ++g) {
-      auto w = group_weight(weights, ys, g);
-      ps[g] = gemm_params(*xq, *row_scale, x, *outlier_idx, *outlier_count, w->wq, w->w_scale,
-                          w->bias, *w->y, sh, ps[g].n, b);
+      ps[g] = gemm_params(*xq, *row_scale, x, *outlier_idx, *outlier_count, w[g]->wq,
+                          w[g]->w_scale, w[g]->bias, *w[g]->y, sh, o[g], b);
       ps[g].l2_prefetch_bytes = skinny_l2_prefetch(pdl && b == 0);
     }
     cudaError_t err = launch_int8_gemm_skinny_group(ps, static_cast<int>(groups), dev.num_sms,
