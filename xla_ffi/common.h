@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -274,6 +275,20 @@ inline ffi::ErrorOr<GroupWeight> group_weight(const ffi::RemainingArgs& w,
   if (bias.has_error()) return ffi::Unexpected(bias.error());
   if (yi.has_error()) return ffi::Unexpected(yi.error());
   return GroupWeight{*wq, *ws, *bias, *yi};
+}
+
+// All weights of a grouped call, decoded (and counted) before any work is done.
+using GroupWeights = std::optional<GroupWeight>[kMaxGroupWeights];
+
+inline ffi::Error decode_group(const ffi::RemainingArgs& w, const ffi::RemainingRets& y,
+                               GroupWeights& out, size_t* groups) {
+  JAXINT8_RETURN_IF_ERROR(group_size(w, y, groups));
+  for (size_t g = 0; g < *groups; ++g) {
+    auto wg = group_weight(w, y, g);
+    if (wg.has_error()) return wg.error();
+    out[g] = *wg;
+  }
+  return ffi::Error::Success();
 }
 
 }  // namespace jaxint8

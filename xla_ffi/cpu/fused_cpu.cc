@@ -3,7 +3,6 @@
 // weight (jaxint8_llm_int8_matmul) or several weights sharing the quantized x
 // (jaxint8_llm_int8_matmul_group).
 #include <algorithm>
-#include <optional>
 
 #include "common.h"
 #include "cpu/handlers_cpu.h"
@@ -47,13 +46,8 @@ ffi::Error LlmInt8MatmulGroup(ffi::ThreadPool pool, ffi::AnyBuffer x,
                               ffi::Result<ffi::AnyBuffer> outlier_count, ffi::RemainingArgs weights,
                               ffi::RemainingRets ys, float threshold) {
   size_t groups = 0;
-  JAXINT8_RETURN_IF_ERROR(group_size(weights, ys, &groups));
-  std::optional<GroupWeight> w[kMaxGroupWeights];  // decoded before any work is done
-  for (size_t g = 0; g < groups; ++g) {
-    auto wg = group_weight(weights, ys, g);
-    if (wg.has_error()) return wg.error();
-    w[g] = *wg;
-  }
+  GroupWeights w;
+  JAXINT8_RETURN_IF_ERROR(decode_group(weights, ys, w, &groups));
   JAXINT8_RETURN_IF_ERROR(QuantizeActivations(pool, x, col_amax, xq, row_scale, outlier_idx,
                                               outlier_count, threshold));
   for (size_t g = 0; g < groups; ++g) {

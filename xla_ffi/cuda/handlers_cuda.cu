@@ -27,7 +27,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <utility>
 
@@ -344,13 +343,8 @@ ffi::Error LlmInt8MatmulGroup(cudaStream_t stream, ffi::ScratchAllocator scratch
                               ffi::Result<ffi::AnyBuffer> outlier_count, ffi::RemainingArgs weights,
                               ffi::RemainingRets ys, float threshold) {
   size_t groups = 0;
-  JAXINT8_RETURN_IF_ERROR(group_size(weights, ys, &groups));
-  std::optional<GroupWeight> w[kMaxGroupWeights];  // decoded once, before anything is enqueued
-  for (size_t g = 0; g < groups; ++g) {
-    auto wg = group_weight(weights, ys, g);
-    if (wg.has_error()) return wg.error();
-    w[g] = *wg;
-  }
+  GroupWeights w;
+  JAXINT8_RETURN_IF_ERROR(decode_group(weights, ys, w, &groups));
   bool pdl = false;
   JAXINT8_RETURN_IF_ERROR(QuantizeForMatmul(stream, x, col_amax, xq, row_scale, outlier_idx,
                                             outlier_count, threshold, &pdl));
