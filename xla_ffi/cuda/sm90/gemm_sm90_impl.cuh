@@ -134,11 +134,20 @@ struct LLMInt8Node {
 
   CUTLASS_HOST_DEVICE LLMInt8Node() : params() {}
   CUTLASS_HOST_DEVICE LLMInt8Node(Params const& params, SharedStorage const& ss)
-      : params(params), smem_x(const_cast<float*>(ss.x)), smem_w(const_cast<float*>(ss.w)) {}
+      : params(params), smem_x(const_cast<float*>(ss.x)), smem_w(const_cast<float*>(ss.w)) {
+#if defined(__CUDA_ARCH__)
+    // Read the outlier count once per CTA, at kernel start (under the first mainloop), instead
+    // of once per output tile in front of the staging loads (two dependent round trips).
+    if constexpr (kOutliers) {
+      if (params.count != nullptr) count = *params.count;
+    }
+#endif
+  }
 
   Params const params;
   float* smem_x = nullptr;
   float* smem_w = nullptr;
+  int count = 0;  // outlier count (device value, read once per CTA)
 
   template <class... Args>
   CUTLASS_DEVICE auto get_producer_load_callbacks(cutlass::epilogue::fusion::detail::ProducerLoadArgs<Args...> const&) {
@@ -162,15 +171,12 @@ struct LLMInt8Node {
     float out[kOutliers ? E : 1];
 
     CUTLASS_DEVICE ConsumerStoreCallbacks(CTensor tCcD_, ThrResidue residue, int M_, int N_, int m0_, int n0_,
-                                          int tid_, int nthr_, Params const& params_, float* sx, float* sw)
-        : tCcD(tCcD_), M(M_), N(N_), m0(m0_), n0(n0_), tid(tid_), nthr(nthr_), params(params_),
+                                          int tid_, int nthr_, Params const& params_, float* sx, float* sw,
+                                          int cnt_)
+        : tCcD(tCcD_), M(M_), N(N_), m0(m0_), n0(n0_), tid(tid_), nthr(nthr_), cnt(cnt_), params(params_),
           smem_x(sx), smem_w(sw) {
       m_base = M_ - static_cast<int>(get<0>(residue));
       n_base = N_ - static_cast<int>(get<1>(residue));
-      cnt = 0;
-      if constexpr (kOutliers) {
-        if (params.count != nullptr) cnt = *params.count;
-      }
       staged = min(min((cnt + 3) & ~3, params.ld), kS);
     }
 
@@ -212,55 +218,92 @@ struct LLMInt8Node {
         const int ld = params.ld;
         bool staged_done = false;
         if constexpr (kS == 8 && E == 16) {
-          // Tensor-core path for the 8 staged columns: one warp's 16 rows x this subtile's 32
-          // columns as four m16n8k8 products. Needs the SM90 accumulator fragment pattern
-          // (thread holds rows g, g+8 and columns 2*(lane%4)+{0,1} of each 8-column block);
-          // checked here, else the CUDA-core loop below runs.
-          if (params.mode == 1 && staged > 0) {
-            const int lane = static_cast<int>(threadIdx.x & 31), g = lane >> 2, q4 = lane & 3;
-            auto cz = c(0);
-            const int br = static_cast<int>(get<0>(cz)), bc = static_cast<int>(get<1>(cz));
-            const int row0 = m_base - m0 + br - g;
-            const int col0 = n_base - n0 + bc - 2 * q4;
-            bool ok = row0 >= 0 && row0 + 16 <= TM && col0 >= 0 && col0 + 32 <= TN;
-            int slot[E];
-            CUTLASS_PRAGMA_UNROLL
-            for (int j = 0; j < E; ++j) {
-              auto cj = c(j);
-              const int dr = static_cast<int>(get<0>(cj)) - br, dc = static_cast<int>(get<1>(cj)) - bc;
-              ok = ok && (dr == 0 || dr == 8) && dc >= 0 && (dc % 8 == 0 || dc % 8 == 1) && dc / 8 < 4;
-              slot[j] = (dc / 8) * 4 + (dr / 8) * 2 + (dc % 8);
-            }
-            const int r0s = __shfl_sync(0xffffffffu, row0, 0), c0s = __shfl_sync(0xffffffffu, col0, 0);
-            ok = __all_sync(0xffffffffu, ok && row0 == r0s && col0 == c0s);
-            if (ok) {
-              uint32_t ah[4], am[4], al[4];
-              const float* xr = smem_x + (row0 + g) * kS + q4;
-              split3_tf32(xr[0], ah[0], am[0], al[0]);
-              split3_tf32(xr[8 * kS], ah[1], am[1], al[1]);
-              split3_tf32(xr[4], ah[2], am[2], al[2]);
-              split3_tf32(xr[8 * kS + 4], ah[3], am[3], al[3]);
-              float d[16];
-              CUTLASS_PRAGMA_UNROLL
-              for (int nb = 0; nb < 4; ++nb) {
-                const float* wr = smem_w + (col0 + 8 * nb + g) * kS + q4;
-                const uint32_t b0 = __float_as_uint(wr[0]), b1 = __float_as_uint(wr[4]);  // integers: exact TF32
-                float dd[4] = {0.f, 0.f, 0.f, 0.f};
-                mma_tf32_16x8x8(dd, al, b0, b1);
-                mma_tf32_16x8x8(dd, am, b0, b1);
-                mma_tf32_16x8x8(dd, ah, b0, b1);
+          // The SM90 accumulator fragment of one epilogue subtile: the warp owns 16 rows x 32
+          // columns, the thread rows g, g+8 and columns 2*(lane%4)+{0,1} of each 8-column block.
+          // `pattern` compares each element's offset from element 0 with that layout; the offsets
+          // are compile-time constants once unrolled, so it folds and the generic loop below is
+          // compiled out (keeping it in the binary as dead weight cost 20 % at 4096 tokens).
+          auto cz = c(0);
+          const int br = static_cast<int>(get<0>(cz)), bc = static_cast<int>(get<1>(cz));
+          bool pattern = true;
+          int slot[E];  // (column block, row half, column in pair) of element j
+          CUTLASS_PRAGMA_UNROLL
+          for (int j = 0; j < E; ++j) {
+            auto cj = c(j);
+            const int dr = static_cast<int>(get<0>(cj)) - br, dc = static_cast<int>(get<1>(cj)) - bc;
+            pattern = pattern && (dr == 0 || dr == 8) && dc >= 0 && (dc % 8 == 0 || dc % 8 == 1) && dc / 8 < 4;
+            slot[j] = (dc / 8) * 4 + (dr / 8) * 2 + (dc % 8);
+          }
+          if (pattern) {
+            const int lr = m_base - m0 + br, lc = n_base - n0 + bc;  // element 0 inside the tile
+            bool tensor = false;
+            if (params.mode == 1 && staged > 0) {
+              // Tensor cores: the 8 staged columns as four m16n8k8 TF32 products; needs the whole
+              // warp on one 16 x 32 block (checked).
+              const int lane = static_cast<int>(threadIdx.x & 31), g = lane >> 2, q4 = lane & 3;
+              const int row0 = lr - g, col0 = lc - 2 * q4;
+              bool ok = row0 >= 0 && row0 + 16 <= TM && col0 >= 0 && col0 + 32 <= TN;
+              const int r0s = __shfl_sync(0xffffffffu, row0, 0), c0s = __shfl_sync(0xffffffffu, col0, 0);
+              tensor = __all_sync(0xffffffffu, ok && row0 == r0s && col0 == c0s);
+              if (tensor) {
+                uint32_t ah[4], am[4], al[4];
+                const float* xr = smem_x + lr * kS + q4;
+                split3_tf32(xr[0], ah[0], am[0], al[0]);
+                split3_tf32(xr[8 * kS], ah[1], am[1], al[1]);
+                split3_tf32(xr[4], ah[2], am[2], al[2]);
+                split3_tf32(xr[8 * kS + 4], ah[3], am[3], al[3]);
+                float d[16];
                 CUTLASS_PRAGMA_UNROLL
-                for (int i = 0; i < 4; ++i) d[nb * 4 + i] = dd[i];
-              }
-              CUTLASS_PRAGMA_UNROLL
-              for (int j = 0; j < E; ++j) {
-                float v = 0.f;
+                for (int nb = 0; nb < 4; ++nb) {
+                  const float* wr = smem_w + (col0 + 8 * nb + g) * kS + q4;
+                  const uint32_t b0 = __float_as_uint(wr[0]), b1 = __float_as_uint(wr[4]);  // integers: exact TF32
+                  float dd[4] = {0.f, 0.f, 0.f, 0.f};
+                  mma_tf32_16x8x8(dd, al, b0, b1);
+                  mma_tf32_16x8x8(dd, am, b0, b1);
+                  mma_tf32_16x8x8(dd, ah, b0, b1);
+                  CUTLASS_PRAGMA_UNROLL
+                  for (int q = 0; q < 4; ++q) d[nb * 4 + q] = dd[q];
+                }
                 CUTLASS_PRAGMA_UNROLL
-                for (int sidx = 0; sidx < 16; ++sidx) v = (slot[j] == sidx) ? d[sidx] : v;
-                out[j] = v;
+                for (int j = 0; j < E; ++j) {
+                  float v = 0.f;
+                  CUTLASS_PRAGMA_UNROLL
+                  for (int sidx = 0; sidx < 16; ++sidx) v = (slot[j] == sidx) ? d[sidx] : v;
+                  out[j] = v;
+                }
               }
-              staged_done = true;
             }
+            if (!tensor) {
+              // CUDA cores, CPU order (mode 0; mode 1 when the warp check fails: sum of x * q).
+              // The 16 elements share 2 rows and 8 columns, so each step of 4 outlier columns
+              // loads 2 x and 8 w float4s once (10 shared loads instead of 32: the loop was
+              // shared-memory bound), and columns past the count are skipped.
+              const float* xr = smem_x + lr * kS;
+              const float* wc = smem_w + lc * kS;
+              CUTLASS_PRAGMA_UNROLL
+              for (int t = 0; t < kS; t += 4) {
+                if (t < staged) {
+                  const float4 xa = *reinterpret_cast<const float4*>(xr + t);
+                  const float4 xb = *reinterpret_cast<const float4*>(xr + 8 * kS + t);
+                  float4 w[8];
+                  CUTLASS_PRAGMA_UNROLL
+                  for (int q = 0; q < 8; ++q) w[q] = *reinterpret_cast<const float4*>(wc + (8 * (q >> 1) + (q & 1)) * kS + t);
+                  const int live = min(cnt - t, 4);
+                  CUTLASS_PRAGMA_UNROLL
+                  for (int j = 0; j < E; ++j) {
+                    const float4 xv = (slot[j] & 2) ? xb : xa;
+                    const float4 wv = w[(slot[j] >> 2) * 2 + (slot[j] & 1)];
+                    float o = out[j];
+                    o = __fadd_rn(o, __fmul_rn(xv.x, wv.x));
+                    if (live > 1) o = __fadd_rn(o, __fmul_rn(xv.y, wv.y));
+                    if (live > 2) o = __fadd_rn(o, __fmul_rn(xv.z, wv.z));
+                    if (live > 3) o = __fadd_rn(o, __fmul_rn(xv.w, wv.w));
+                    out[j] = o;
+                  }
+                }
+              }
+            }
+            staged_done = true;
           }
         }
         if constexpr (kS > 0) {
@@ -347,7 +390,7 @@ struct LLMInt8Node {
     auto [mt, nt, kt, lt] = args.tile_coord_mnkl;
     return ConsumerStoreCallbacks<decltype(args.tCcD), decltype(args.residue_tCcD)>(
         args.tCcD, args.residue_tCcD, static_cast<int>(M), static_cast<int>(N), static_cast<int>(mt) * TM,
-        static_cast<int>(nt) * TN, args.thread_idx, static_cast<int>(size(args.tiled_mma)), params, smem_x, smem_w);
+        static_cast<int>(nt) * TN, args.thread_idx, static_cast<int>(size(args.tiled_mma)), params, smem_x, smem_w, count);
   }
 };
 
