@@ -31,7 +31,7 @@ for s in "${SRCS[@]}"; do
   pids+=($!)
 done
 # Benchmark-only configurations (sm90_variants.cu), one object per variant.
-for v in 1 2 3; do
+for v in 1 2 3 4; do
   o="$BUILD/sm90_variants_$v.o"
   if [ -n "${SM90_OBJS:-}" ] && [ -f "$o" ] && [[ " ${SM90_REBUILD:-} " != *" sm90_variants "* ]]; then continue; fi
   ( nvcc "${FLAGS[@]}" -DJAXINT8_VARIANT=$v -Xptxas -v -c "$ROOT/benchmarks/cuda/sm90_variants.cu" -o "$o" \

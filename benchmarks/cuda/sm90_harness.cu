@@ -170,6 +170,7 @@ namespace jaxint8::cuda::sm90 {
 cudaError_t gemm_var1_bf16(const GemmArgs& a, cudaStream_t stream);
 cudaError_t gemm_var2_bf16(const GemmArgs& a, cudaStream_t stream);
 cudaError_t gemm_var3_bf16(const GemmArgs& a, cudaStream_t stream);
+cudaError_t gemm_var4_bf16(const GemmArgs& a, cudaStream_t stream);
 }  // namespace jaxint8::cuda::sm90
 
 // Run one configuration directly (which: 0 = launcher, 1 = pp, 2 = coop).
@@ -209,14 +210,15 @@ static cudaError_t run_cfg(int which, const Int8GemmParams& p, cudaStream_t s) {
   if (which == 5) return sm90::gemm_var1_bf16(a, s);
   if (which == 6) return sm90::gemm_var2_bf16(a, s);
   if (which == 7) return sm90::gemm_var3_bf16(a, s);
+  if (which == 8) return sm90::gemm_var4_bf16(a, s);
   return cudaErrorInvalidValue;
 }
 
 static const char* tname(int t) { return t == 0 ? "f32" : t == 1 ? "bf16" : "f16"; }
 static const char* cname(int w) {
   static const char* names[] = {"launcher", "pp64x128", "coop128x256", "pp-plain", "coop-plain",
-                                "pp128x128", "pp128x128c2", "pp64x256"};
-  return w >= 0 && w < 8 ? names[w] : "?";
+                                "pp128x128", "pp128x128c2", "pp64x256", "pp64x128c2"};
+  return w >= 0 && w < 9 ? names[w] : "?";
 }
 
 static int g_fail = 0, g_cases = 0;
@@ -293,17 +295,17 @@ static void time_variants() {
   for (int cnt : {0, 6, 200}) {
     Problem P;
     make_problem(P, 1000, 2056, 640, 1, cnt, 9000 + cnt, true);
-    for (int which : {5, 6, 7}) check_case(P, which, 1, true, true, (size_t)-1, "variant");
+    for (int which : {5, 6, 7, 8}) check_case(P, which, 1, true, true, (size_t)-1, "variant");
     free_problem(P);
   }
   printf("== variants: timing (us, median; gather + GEMM; cN = N outlier columns)\n");
-  const int configs[] = {1, 2, 5, 6, 7};
+  const int configs[] = {1, 2, 5, 6, 7, 8};
   printf("    M x    N x    K |");
   for (int w : configs) printf(" %-11s c0/c6 |", cname(w));
   printf("\n");
   struct S { int64_t m, n, k; };
   for (S nk : {S{0, 20480, 5120}, S{0, 16384, 4096}, S{0, 5120, 20480}, S{0, 4096, 16384}}) {
-    for (int64_t m : {128, 512, 1024, 2048, 4096}) {
+    for (int64_t m : {64, 128, 256, 512, 1024, 4096}) {
       Problem P;
       make_problem(P, m, nk.n, nk.k, 1, 6, 4242, false);
       printf("%5lldx%5lldx%5lld |", (long long)m, (long long)nk.n, (long long)nk.k);
