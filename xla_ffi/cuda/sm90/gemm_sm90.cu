@@ -125,15 +125,22 @@ cudaError_t sm90::launch_int8_gemm_sm90_mode(const Int8GemmParams& p, int outlie
       if (e != cudaSuccess) return e;
     }
   }
-  // Dispatch (H100, benchmarks/cuda/sm90_harness_h100.log): the 64x128 ping-pong kernel wins up to
-  // m = 512 (5120->20480: 109 vs 120 us at m=512, 70 vs 92 at m=256; it also hides the outlier
-  // epilogue behind the other warpgroup's mainloop); the 128x256 cooperative kernel (cluster 2x1)
-  // wins from m = 1024 on (178 vs 258 us at m=1024). The crossover between 512 and 1024 is unmeasured.
-  const bool small = p.m <= kInt8GemmSm90PingpongMaxM;
+  // Dispatch (H100, benchmarks/cuda/sm90_harness_h100.log and
+  // benchmarks/results/sm90-variants-h100-2026-11-25-s6.log):
+  // * m <= 512: the 64x128 ping-pong kernel (5120->20480: 109 vs 120 us at m=512, 70 vs 92 at
+  //   m=256; it also hides the outlier epilogue behind the other warpgroup's mainloop).
+  // * m > 512: the 128x256 cooperative kernel (cluster 2x1) (178 vs 258 us at m=1024), unless it
+  //   would run fewer than two tiles per SM: then the 128x128 ping-pong kernel balances better
+  //   (1024x5120x20480 with 6 outliers: 218 vs 254 us; 1024x4096x16384: 121 vs 125 us).
+  const int64_t coop_tiles = ((p.m + 127) / 128) * ((p.n + 255) / 256);
+  const int kind = p.m <= kInt8GemmSm90PingpongMaxM ? 0 : (coop_tiles < 2 * sm90::sm_count_cached() ? 1 : 2);
   switch (p.y_type) {
-    case FloatType::kBF16: return small ? sm90::gemm_pp_bf16(a, stream) : sm90::gemm_coop_bf16(a, stream);
-    case FloatType::kF16: return small ? sm90::gemm_pp_f16(a, stream) : sm90::gemm_coop_f16(a, stream);
-    case FloatType::kF32: return small ? sm90::gemm_pp_f32(a, stream) : sm90::gemm_coop_f32(a, stream);
+    case FloatType::kBF16:
+      return kind == 0 ? sm90::gemm_pp_bf16(a, stream) : kind == 1 ? sm90::gemm_pp128_bf16(a, stream) : sm90::gemm_coop_bf16(a, stream);
+    case FloatType::kF16:
+      return kind == 0 ? sm90::gemm_pp_f16(a, stream) : kind == 1 ? sm90::gemm_pp128_f16(a, stream) : sm90::gemm_coop_f16(a, stream);
+    case FloatType::kF32:
+      return kind == 0 ? sm90::gemm_pp_f32(a, stream) : kind == 1 ? sm90::gemm_pp128_f32(a, stream) : sm90::gemm_coop_f32(a, stream);
   }
   return cudaErrorInvalidValue;
 }

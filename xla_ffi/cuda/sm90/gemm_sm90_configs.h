@@ -38,8 +38,9 @@ struct GemmArgs {
 };
 
 // Tile configurations.
-//   coop: 128x256x128, KernelTmaWarpSpecializedCooperative, cluster 2x1x1 (large m)
-//   pp:   64x128x128,  KernelTmaWarpSpecializedPingpong,    cluster 1x1x1 (small m)
+//   coop:  128x256x128, KernelTmaWarpSpecializedCooperative, cluster 2x1x1 (large m)
+//   pp:    64x128x128,  KernelTmaWarpSpecializedPingpong,    cluster 1x1x1 (small m)
+//   pp128: 128x128x128, KernelTmaWarpSpecializedPingpong,    cluster 1x1x1 (large m, few coop tiles)
 // Output types: bf16 / f16 / f32. "plain" variants have no outlier term (benchmark baseline).
 #define JAXINT8_SM90_DECLARE(name) cudaError_t name(const GemmArgs& a, cudaStream_t stream);
 JAXINT8_SM90_DECLARE(gemm_coop_bf16)
@@ -48,7 +49,23 @@ JAXINT8_SM90_DECLARE(gemm_coop_f32)
 JAXINT8_SM90_DECLARE(gemm_pp_bf16)
 JAXINT8_SM90_DECLARE(gemm_pp_f16)
 JAXINT8_SM90_DECLARE(gemm_pp_f32)
+JAXINT8_SM90_DECLARE(gemm_pp128_bf16)
+JAXINT8_SM90_DECLARE(gemm_pp128_f16)
+JAXINT8_SM90_DECLARE(gemm_pp128_f32)
 #undef JAXINT8_SM90_DECLARE
+
+// SM count of the current device (cached per device; 132 if the query fails).
+inline int sm_count_cached() {
+  static int counts[64] = {0};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
+  if (counts[dev] == 0) {
+    int c = 0;
+    if (cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || c <= 0) return 132;
+    counts[dev] = c;
+  }
+  return counts[dev];
+}
 
 // Baseline without outlier node (benchmarks only; defined in benchmarks/cuda/sm90_plain.cu).
 cudaError_t gemm_coop_bf16_plain(const GemmArgs& a, cudaStream_t stream);

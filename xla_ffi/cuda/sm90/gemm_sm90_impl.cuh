@@ -410,7 +410,15 @@ struct PingpongConfig {
   using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecialized;
 };
 
-// Candidates for m > 512 (benchmarks/cuda/sm90_variants.cu): ping-pong tiles large enough for the
+// m > 512 with fewer than two waves of cooperative tiles (down projections at ~1024 tokens).
+struct Pingpong128Config {
+  using TileShape = Shape<_128, _128, _128>;
+  using ClusterShape = Shape<_1, _1, _1>;
+  using KernelSchedule = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
+  using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecialized;
+};
+
+// Candidates for m > 16 (benchmarks/cuda/sm90_variants.cu): ping-pong tiles large enough for the
 // compute-bound shapes, so that one warp group's epilogue runs under the other's mainloop.
 template <int TM, int TN, int CM>
 struct PingpongVariantConfig {
@@ -455,18 +463,6 @@ struct Int8GemmKernel {
                                                       CollectiveEpilogue, cutlass::gemm::PersistentScheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
-
-inline int sm_count_cached() {
-  static int counts[64] = {0};
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
-  if (counts[dev] == 0) {
-    int c = 0;
-    if (cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || c <= 0) return 132;
-    counts[dev] = c;
-  }
-  return counts[dev];
-}
 
 template <class Config, class ElementD, bool kOutliers>
 cudaError_t run_int8_gemm(const GemmArgs& a, cudaStream_t stream) {
