@@ -137,7 +137,9 @@ struct LLMInt8Node {
       : params(params), smem_x(const_cast<float*>(ss.x)), smem_w(const_cast<float*>(ss.w)) {
 #if defined(__CUDA_ARCH__)
     // Read the outlier count once per CTA, at kernel start (under the first mainloop), instead
-    // of once per output tile in front of the staging loads (two dependent round trips).
+    // of once per output tile in front of the staging loads (two dependent round trips). Safe
+    // because the kernel is launched in stream order after the gather kernel; with programmatic
+    // dependent launch this read would have to move after griddepcontrol.wait.
     if constexpr (kOutliers) {
       if (params.count != nullptr) count = *params.count;
     }
