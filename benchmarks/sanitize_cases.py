@@ -30,6 +30,8 @@ CASES = [  # (s, h, o, dtype, threshold)
     (300, 1024, 520, jnp.bfloat16, 2.5), # tiled, many outliers (chunks of 32)
     (130, 100, 24, jnp.float32, 6.0),    # odd k -> skinny generic at m > 16
     (1024, 256, 128, jnp.float16, 0.0),  # column absmax with row splits (atomics)
+    (600, 512, 136, jnp.bfloat16, 6.0),  # sm90 m > 512, short grid: 128x128 ping-pong, outliers
+    (1024, 128, 8448, jnp.bfloat16, 6.0),  # sm90 m > 512, >= 2 tiles per SM: cooperative 128x256
     (5, 2048, 77, jnp.bfloat16, 1e-3),   # fused decode chain, all columns outliers (chunks)
     (2, 4096, 40, jnp.float32, 6.0),     # fused decode chain, two rows
     (12, 4096, 40, jnp.bfloat16, 6.0),   # fused decode chain, two token groups
