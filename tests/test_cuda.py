@@ -199,7 +199,10 @@ def test_cuda_matches_cpu_random(block):
 @pytest.mark.parametrize("s,h,o", [(1, 4096, 512), (16, 1024, 1000), (17, 512, 264),
                                    (300, 1024, 520), (1024, 512, 384), (40, 5120, 256),
                                    # decode sizes with wide rows (the early-launch chain)
-                                   (2, 40960, 64), (16, 49152, 40)])
+                                   (2, 40960, 64), (16, 49152, 40),
+                                   # many wide rows (more row blocks than SMs), h not a
+                                   # multiple of the row pass's 8 x 256 elements per step
+                                   (140, 20488, 64), (140, 40968, 40), (140, 65544, 8)])
 def test_cuda_matches_cpu_model_shapes(dtype, s, h, o):
     rng = np.random.default_rng(s * 7 + h + o)
     x = rng.standard_normal((s, h)).astype(np.float32)
