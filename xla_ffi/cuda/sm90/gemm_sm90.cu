@@ -132,15 +132,19 @@ cudaError_t sm90::launch_int8_gemm_sm90_mode(const Int8GemmParams& p, int outlie
   // * m > 512: the 128x256 cooperative kernel (cluster 2x1) (178 vs 258 us at m=1024), unless it
   //   would run fewer than two tiles per SM: then the 128x128 ping-pong kernel balances better
   //   (1024x5120x20480 with 6 outliers: 218 vs 254 us; 1024x4096x16384: 121 vs 125 us).
+  enum Config { kPingpong64x128 = 0, kPingpong128x128 = 1, kCooperative128x256 = 2 };
   const int64_t coop_tiles = ((p.m + 127) / 128) * ((p.n + 255) / 256);
-  const int kind = p.m <= kInt8GemmSm90PingpongMaxM ? 0 : (coop_tiles < 2 * sm90::sm_count_cached() ? 1 : 2);
+  const Config config = p.m <= kInt8GemmSm90PingpongMaxM               ? kPingpong64x128
+                        : coop_tiles < 2 * sm90::sm_count_cached() ? kPingpong128x128
+                                                                   : kCooperative128x256;
+  using GemmFn = cudaError_t (*)(const sm90::GemmArgs&, cudaStream_t);
+  static constexpr GemmFn kBf16[] = {sm90::gemm_pp_bf16, sm90::gemm_pp128_bf16, sm90::gemm_coop_bf16};
+  static constexpr GemmFn kF16[] = {sm90::gemm_pp_f16, sm90::gemm_pp128_f16, sm90::gemm_coop_f16};
+  static constexpr GemmFn kF32[] = {sm90::gemm_pp_f32, sm90::gemm_pp128_f32, sm90::gemm_coop_f32};
   switch (p.y_type) {
-    case FloatType::kBF16:
-      return kind == 0 ? sm90::gemm_pp_bf16(a, stream) : kind == 1 ? sm90::gemm_pp128_bf16(a, stream) : sm90::gemm_coop_bf16(a, stream);
-    case FloatType::kF16:
-      return kind == 0 ? sm90::gemm_pp_f16(a, stream) : kind == 1 ? sm90::gemm_pp128_f16(a, stream) : sm90::gemm_coop_f16(a, stream);
-    case FloatType::kF32:
-      return kind == 0 ? sm90::gemm_pp_f32(a, stream) : kind == 1 ? sm90::gemm_pp128_f32(a, stream) : sm90::gemm_coop_f32(a, stream);
+    case FloatType::kBF16: return kBf16[config](a, stream);
+    case FloatType::kF16: return kF16[config](a, stream);
+    case FloatType::kF32: return kF32[config](a, stream);
   }
   return cudaErrorInvalidValue;
 }
