@@ -5,15 +5,15 @@
 
 namespace jaxint8::cuda::sm90 {
 #if JAXINT8_VARIANT == 1
-using VariantConfig = PingpongVariantConfig<128, 128, 1>;
+using VariantConfig = PingpongConfigT<128, 128, 1>;  // = the library's Pingpong128Config since the sixth session
 #elif JAXINT8_VARIANT == 2
-using VariantConfig = PingpongVariantConfig<128, 128, 2>;
+using VariantConfig = PingpongConfigT<128, 128, 2>;
 #elif JAXINT8_VARIANT == 3
-using VariantConfig = PingpongVariantConfig<64, 256, 1>;
+using VariantConfig = PingpongConfigT<64, 256, 1>;
 #else
 // The library's ping-pong tile with a 2x1 cluster: the weight tile is multicast to both M tiles,
 // so at 65-128 tokens the weight is read from memory once instead of twice.
-using VariantConfig = PingpongVariantConfig<64, 128, 2>;
+using VariantConfig = PingpongConfigT<64, 128, 2>;
 #endif
 }  // namespace jaxint8::cuda::sm90
 

@@ -405,30 +405,19 @@ struct CoopConfig {
   using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecializedCooperative;
 };
 
-struct PingpongConfig {
-  using TileShape = Shape<_64, _128, _128>;
-  using ClusterShape = Shape<_1, _1, _1>;
-  using KernelSchedule = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
-  using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecialized;
-};
-
-// m > 512 with fewer than two waves of cooperative tiles (down projections at ~1024 tokens).
-struct Pingpong128Config {
-  using TileShape = Shape<_128, _128, _128>;
-  using ClusterShape = Shape<_1, _1, _1>;
-  using KernelSchedule = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
-  using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecialized;
-};
-
-// Candidates for m > 16 (benchmarks/cuda/sm90_variants.cu): ping-pong tiles large enough for the
-// compute-bound shapes, so that one warp group's epilogue runs under the other's mainloop.
+// Ping-pong kernels: one warp group's epilogue runs under the other's mainloop.
 template <int TM, int TN, int CM>
-struct PingpongVariantConfig {
+struct PingpongConfigT {
   using TileShape = Shape<Int<TM>, Int<TN>, _128>;
   using ClusterShape = Shape<Int<CM>, _1, _1>;
   using KernelSchedule = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
   using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecialized;
 };
+
+// m <= 512.
+using PingpongConfig = PingpongConfigT<64, 128, 1>;
+// m > 512 with fewer than two waves of cooperative tiles (down projections at ~1024 tokens).
+using Pingpong128Config = PingpongConfigT<128, 128, 1>;
 
 template <class Config, class ElementD, bool kOutliers>
 struct Int8GemmKernel {
