@@ -11,9 +11,8 @@
 //   4. anything else (odd k, unaligned)         -> skinny kernel, 16 tokens per grid row
 //                                                  (correct for every shape, not fast).
 // JAXINT8_GEMM_PATH=skinny|tiled|sm90 (environment, read once) forces a path where it is
-// supported, for tests and benchmarks. In the fused target on sm_90+, the row pass and the GEMM
-// (with the sm90 path's outlier gather) are programmatic dependent launches (see
-// QuantizeForMatmul).
+// supported, for tests and benchmarks. In the fused target on sm_90+ with m <= 16, the row pass and
+// the skinny GEMM are programmatic dependent launches (see LlmInt8Matmul).
 //
 // jaxint8_llm_int8_matmul runs the three handlers in one custom call (the single-device path
 // of jaxint8.llm_int8_matmul): each FFI call costs ~13-20 us of host overhead on jax 0.11.2,
@@ -168,7 +167,7 @@ cudaError_t run_gemm(const Int8GemmParams& p, const DeviceInfo& dev, cudaStream_
       return launch_int8_gemm_skinny(q, dev.num_sms, stream, pdl);
     }
 #ifdef JAXINT8_WITH_SM90
-    case GemmPath::kSm90: return launch_int8_gemm_sm90(p, stream, pdl);
+    case GemmPath::kSm90: return launch_int8_gemm_sm90(p, stream);
 #endif
     default: return launch_int8_gemm_tiled(p, dev.num_sms, stream);
   }
@@ -291,13 +290,11 @@ ffi::Error Int8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::A
 }
 
 // Both quantization passes of the fused targets (the column pass skipped, col_amax zero, when
-// threshold <= 0). Sets *pdl when the GEMM that follows may launch early: on Hopper the kernels
-// are chained with programmatic dependent launch (each launches while the previous one runs and
-// waits for its results on the device), so the launch gaps, the next kernel's prologue and, for
-// decode, the skinny GEMM's first weight loads overlap the previous kernel's tail. For prefill the
-// chain is column pass -> row pass -> outlier gather -> CUTLASS GEMM (gemm_sm90.cu).
-// JAXINT8_PDL=0 turns the chain off, JAXINT8_PDL_PREFILL=0 only for m > 16 (environment, read
-// once; for measurements).
+// threshold <= 0). Sets *pdl when the GEMM that follows may launch early: for decode-sized
+// inputs on Hopper the kernels are chained with programmatic dependent launch (each launches
+// while the previous one runs and waits for its results on the device), so the launch gaps and
+// the GEMM's first weight loads overlap the quantization. JAXINT8_PDL=0 (environment, read once)
+// turns this off, for measurements.
 ffi::Error QuantizeForMatmul(cudaStream_t stream, ffi::AnyBuffer x,
                              ffi::Result<ffi::AnyBuffer> col_amax, ffi::Result<ffi::AnyBuffer> xq,
                              ffi::Result<ffi::AnyBuffer> row_scale,
@@ -313,10 +310,9 @@ ffi::Error QuantizeForMatmul(cudaStream_t stream, ffi::AnyBuffer x,
     if (err != cudaSuccess) return cuda_error(err, "llm_int8_matmul (memset)");
   }
   static const bool pdl_on = env_int("JAXINT8_PDL", 1) != 0;
-  static const bool pdl_prefill = env_int("JAXINT8_PDL_PREFILL", 1) != 0;
   ActivationShape sh;
   JAXINT8_RETURN_IF_ERROR(activation_shape(x, "x", &sh));
-  *pdl = pdl_on && device_info().cc_major >= 9 && (sh.s <= kSkinnyMaxTokens || pdl_prefill);
+  *pdl = pdl_on && device_info().cc_major >= 9 && sh.s <= kSkinnyMaxTokens;
   return QuantizeRowsImpl(stream, x, *col_amax, xq, row_scale, outlier_idx, outlier_count,
                           threshold, *pdl && threshold > 0.0f);
 }

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 
-#include "cuda/device_utils.cuh"
 #include "cuda/sm90/gemm_sm90_configs.h"
 
 namespace jaxint8::cuda {
@@ -23,38 +22,26 @@ __device__ __forceinline__ float load_x_elem(const void* x, int x_type, int64_t 
 }
 
 // Rows [0, m) of the launch fill xo[r, t] = x[r, idx[t]]; rows [m, m + n) fill
-// wo[j, t] = dequantize_weight(wq[j, idx[t]], col_scale[j]) (same arithmetic as common.h), for
-// t < min(count, ld) and zero up to the next multiple of 4 (the epilogue reads 4 at a time).
-// The work is latency-bound (count -> index -> value, one element per thread), so every lane
-// works: a warp covers 32 / L rows with L lanes per row, L the smallest power of two >= the
-// padded count (at most 32), and a row's stores are contiguous. (One warp per row with only
-// `count` lanes busy took 3-17 us for n = 4096-49152; one thread per row with 16-byte stores
-// was slower still, 5-10 us: too few blocks to keep the loads in flight.)
-// Under an early launch (pdl) it starts while the row pass finishes and waits for it.
-constexpr int kGatherThreads = 256;
-__global__ void __launch_bounds__(kGatherThreads) gather_outliers_kernel(
+// wo[j, t] = dequantize_weight(wq[j, idx[t]], col_scale[j]) (same arithmetic as common.h),
+// for t < min(count, ld) and zero up to the next multiple of 4 (the epilogue reads 4 at a time).
+__global__ void __launch_bounds__(256) gather_outliers_kernel(
     const void* __restrict__ x, int x_type, const int8_t* __restrict__ wq,
     const float* __restrict__ col_scale, const int32_t* __restrict__ idx,
     const int32_t* __restrict__ count, int64_t m, int64_t n, int64_t k, int ld, int mode,
     float* __restrict__ xo, float* __restrict__ wo) {
-  pdl_trigger();  // the GEMM may launch now (it waits for us before reading xo / wo)
-  pdl_wait();     // outlier list and count from the row pass
   const int cnt = *count;
   const int cpad = min((cnt + 3) & ~3, ld);
   if (cpad <= 0) return;
-  const int lanes_log2 = cpad <= 4 ? 2 : cpad <= 8 ? 3 : cpad <= 16 ? 4 : 5;
-  const int lanes = 1 << lanes_log2;
-  const int64_t total = (m + n) << lanes_log2;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
-    const int64_t r = i >> lanes_log2;
+  const int64_t rows = m + n;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * blockDim.y) {
     if (r < m) {
-      for (int t = static_cast<int>(i & (lanes - 1)); t < cpad; t += lanes)
+      for (int t = threadIdx.x; t < cpad; t += blockDim.x)
         xo[r * ld + t] = t < cnt ? load_x_elem(x, x_type, r * k + idx[t]) : 0.0f;
     } else {
       const int64_t j = r - m;
       const float s = col_scale[j] / 127.0f;  // dequantize_weight: q * (col_scale / 127)
-      for (int t = static_cast<int>(i & (lanes - 1)); t < cpad; t += lanes) {
+      for (int t = threadIdx.x; t < cpad; t += blockDim.x) {
         const float q = t < cnt ? static_cast<float>(wq[j * k + idx[t]]) : 0.0f;
         wo[j * ld + t] = mode == 1 ? q : q * s;
       }
@@ -77,15 +64,15 @@ int pick_ld(const Int8GemmParams& p) {
 }  // namespace
 
 cudaError_t launch_gather_outliers(const Int8GemmParams& p, int ld, float* xo, float* wo, int mode,
-                                   cudaStream_t stream, bool pdl) {
+                                   cudaStream_t stream) {
   if (ld <= 0 || p.outlier_count == nullptr) return cudaSuccess;
-  // Sized for 8 lanes per row (counts 5-8, the usual case), at most 8 blocks per SM; the kernel
-  // loops over the rest. m, n < 2^31.
-  const int64_t blocks = std::min<int64_t>((p.m + p.n + kGatherThreads / 8 - 1) / (kGatherThreads / 8),
-                                           8LL * sm_count_cached());
-  return launch_kernel(gather_outliers_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kGatherThreads),
-                       stream, pdl, p.x, static_cast<int>(p.x_type), p.wq, p.col_scale, p.outlier_idx,
-                       p.outlier_count, p.m, p.n, p.k, ld, mode, xo, wo);
+  const int64_t rows = p.m + p.n;
+  dim3 block(32, 8);
+  int64_t blocks = std::min<int64_t>((rows + 7) / 8, 132 * 8);
+  gather_outliers_kernel<<<static_cast<unsigned>(blocks), block, 0, stream>>>(
+      p.x, static_cast<int>(p.x_type), p.wq, p.col_scale, p.outlier_idx, p.outlier_count, p.m, p.n,
+      p.k, ld, mode, xo, wo);
+  return cudaGetLastError();
 }
 
 }  // namespace sm90
@@ -106,12 +93,11 @@ size_t int8_gemm_sm90_workspace_bytes(int64_t m, int64_t n, int64_t k) {
   return sm90::align_up(static_cast<size_t>(m) * ld * 4, sm90::kAlign) + static_cast<size_t>(n) * ld * 4;
 }
 
-cudaError_t launch_int8_gemm_sm90(const Int8GemmParams& p, cudaStream_t stream, bool pdl) {
-  return sm90::launch_int8_gemm_sm90_mode(p, kInt8GemmSm90OutlierMode, stream, pdl);
+cudaError_t launch_int8_gemm_sm90(const Int8GemmParams& p, cudaStream_t stream) {
+  return sm90::launch_int8_gemm_sm90_mode(p, kInt8GemmSm90OutlierMode, stream);
 }
 
-cudaError_t sm90::launch_int8_gemm_sm90_mode(const Int8GemmParams& p, int outlier_mode, cudaStream_t stream,
-                                             bool pdl) {
+cudaError_t sm90::launch_int8_gemm_sm90_mode(const Int8GemmParams& p, int outlier_mode, cudaStream_t stream) {
   if (!int8_gemm_sm90_supported(p)) return cudaErrorNotSupported;
   sm90::GemmArgs a;
   a.m = static_cast<int>(p.m);
@@ -128,7 +114,6 @@ cudaError_t sm90::launch_int8_gemm_sm90_mode(const Int8GemmParams& p, int outlie
   a.outlier_count = p.outlier_count;
   a.y = p.y;
   a.outlier_mode = outlier_mode;
-  a.pdl = pdl;  // every kernel launched here is a dependent of the previous one (see GemmArgs::pdl)
   if (p.outlier_count != nullptr) {
     a.ld = sm90::pick_ld(p);
     if (a.ld > 0) {
@@ -136,7 +121,7 @@ cudaError_t sm90::launch_int8_gemm_sm90_mode(const Int8GemmParams& p, int outlie
       a.xo = reinterpret_cast<const float*>(base);
       a.wo = reinterpret_cast<const float*>(base + sm90::align_up(static_cast<size_t>(p.m) * a.ld * 4, sm90::kAlign));
       cudaError_t e = sm90::launch_gather_outliers(p, a.ld, const_cast<float*>(a.xo), const_cast<float*>(a.wo),
-                                                   outlier_mode, stream, pdl);
+                                                   outlier_mode, stream);
       if (e != cudaSuccess) return e;
     }
   }

@@ -48,9 +48,6 @@ inline constexpr int kInt8GemmSm90OutlierMode = 0;
 
 // Enqueues the GEMM on `stream` (no host synchronization; the outlier count is read only on the
 // device). Returns cudaErrorNotSupported when !int8_gemm_sm90_supported(p).
-// pdl: the previous kernel on the stream wrote xq / row scales / the outlier list and let its
-// dependents launch early (griddepcontrol.launch_dependents); the gather kernel and the GEMM are
-// then chained to it by programmatic dependent launch and wait for it on the device.
-cudaError_t launch_int8_gemm_sm90(const Int8GemmParams& p, cudaStream_t stream, bool pdl = false);
+cudaError_t launch_int8_gemm_sm90(const Int8GemmParams& p, cudaStream_t stream);
 
 }  // namespace jaxint8::cuda

@@ -35,11 +35,6 @@ struct GemmArgs {
   int raster = 0;
   int diag = 0;  // benchmarks only (see OutlierParams::diag)
   int outlier_mode = 0;  // 0 exact (CUDA cores, CPU order), 1 tensor cores (see OutlierParams::mode)
-  // Programmatic dependent launch (built with CUTLASS_ENABLE_GDC_FOR_SM90): the kernel may start
-  // while the previous kernel on the stream runs; its producer warps wait for that kernel
-  // (griddepcontrol.wait) before the first load, and everything the epilogue reads from the
-  // previous kernels (row scales, outlier count, xo / wo) is read after that.
-  bool pdl = false;
 };
 
 // Tile configurations.
@@ -77,13 +72,11 @@ cudaError_t gemm_coop_bf16_plain(const GemmArgs& a, cudaStream_t stream);
 cudaError_t gemm_pp_bf16_plain(const GemmArgs& a, cudaStream_t stream);
 
 // The gather kernel (gemm_sm90.cu): fills xo / wo for the first min(count, ld) outliers.
-// mode 0 stores W_deq in wo, mode 1 the integer weights q (as floats). pdl: early launch, as a
-// dependent of the kernel that wrote the outlier list (the row pass).
+// mode 0 stores W_deq in wo, mode 1 the integer weights q (as floats).
 cudaError_t launch_gather_outliers(const Int8GemmParams& p, int ld, float* xo, float* wo, int mode,
-                                   cudaStream_t stream, bool pdl = false);
+                                   cudaStream_t stream);
 
 // The launcher with an explicit outlier mode (launch_int8_gemm_sm90 uses kOutlierModeDefault).
-cudaError_t launch_int8_gemm_sm90_mode(const Int8GemmParams& p, int outlier_mode, cudaStream_t stream,
-                                       bool pdl = false);
+cudaError_t launch_int8_gemm_sm90_mode(const Int8GemmParams& p, int outlier_mode, cudaStream_t stream);
 
 }  // namespace jaxint8::cuda::sm90

@@ -15,13 +15,6 @@
 #ifndef NDEBUG
 #define NDEBUG 1
 #endif
-// Grid dependency control: the kernels' producer warps execute griddepcontrol.wait before their
-// first global load, so the launcher may chain them to the previous kernel by programmatic
-// dependent launch (GemmArgs::pdl). Without this define that wait compiles to nothing, and an
-// early launch would read unfinished inputs, hence the check below.
-#ifndef CUTLASS_ENABLE_GDC_FOR_SM90
-#define CUTLASS_ENABLE_GDC_FOR_SM90 1
-#endif
 
 #include <cuda_runtime.h>
 #include <cstdint>
@@ -38,10 +31,6 @@
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 
 #include "cuda/sm90/gemm_sm90_configs.h"
-
-#if defined(__CUDA_ARCH__) && !defined(CUTLASS_GDC_ENABLED)
-#error "CUTLASS grid dependency control is off: build the sm90 kernels for sm_90a with CUDA >= 12"
-#endif
 
 namespace jaxint8::cuda::sm90 {
 
@@ -145,11 +134,22 @@ struct LLMInt8Node {
 
   CUTLASS_HOST_DEVICE LLMInt8Node() : params() {}
   CUTLASS_HOST_DEVICE LLMInt8Node(Params const& params, SharedStorage const& ss)
-      : params(params), smem_x(const_cast<float*>(ss.x)), smem_w(const_cast<float*>(ss.w)) {}
+      : params(params), smem_x(const_cast<float*>(ss.x)), smem_w(const_cast<float*>(ss.w)) {
+#if defined(__CUDA_ARCH__)
+    // Read the outlier count once per CTA, at kernel start (under the first mainloop), instead
+    // of once per output tile in front of the staging loads (two dependent round trips). Safe
+    // because the kernel is launched in stream order after the gather kernel; with programmatic
+    // dependent launch this read would have to move after griddepcontrol.wait.
+    if constexpr (kOutliers) {
+      if (params.count != nullptr) count = *params.count;
+    }
+#endif
+  }
 
   Params const params;
   float* smem_x = nullptr;
   float* smem_w = nullptr;
+  int count = 0;  // outlier count (device value, read once per CTA)
 
   template <class... Args>
   CUTLASS_DEVICE auto get_producer_load_callbacks(cutlass::epilogue::fusion::detail::ProducerLoadArgs<Args...> const&) {
@@ -390,14 +390,6 @@ struct LLMInt8Node {
   CUTLASS_DEVICE auto get_consumer_store_callbacks(cutlass::epilogue::fusion::detail::ConsumerStoreArgs<Args...> const& args) {
     auto [M, N, K, L] = args.problem_shape_mnkl;
     auto [mt, nt, kt, lt] = args.tile_coord_mnkl;
-    // The outlier count, read per output tile by the epilogue threads: after this tile's
-    // mainloop, hence after the producer's griddepcontrol.wait under an early launch (the node
-    // is constructed at kernel start, before that wait). Measured: reading it once per CTA
-    // instead made no difference (benchmarks/cuda/SM90_NOTES.md, sixth session, E1 vs E2).
-    int count = 0;
-    if constexpr (kOutliers) {
-      if (params.count != nullptr) count = *params.count;
-    }
     return ConsumerStoreCallbacks<decltype(args.tCcD), decltype(args.residue_tCcD)>(
         args.tCcD, args.residue_tCcD, static_cast<int>(M), static_cast<int>(N), static_cast<int>(mt) * TM,
         static_cast<int>(nt) * TN, args.thread_idx, static_cast<int>(size(args.tiled_mma)), params, smem_x, smem_w, count);
@@ -524,7 +516,7 @@ cudaError_t run_int8_gemm(const GemmArgs& a, cudaStream_t stream) {
   if (Gemm::get_workspace_size(args) != 0) return cudaErrorNotSupported;  // persistent, no split-K: 0
   cutlass::Status st = gemm.initialize(args, nullptr, stream);
   if (st != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
-  st = gemm.run(stream, nullptr, a.pdl);
+  st = gemm.run(stream);
   if (st != cutlass::Status::kSuccess) {
     cudaError_t e = cudaGetLastError();
     return e == cudaSuccess ? cudaErrorLaunchFailure : e;
