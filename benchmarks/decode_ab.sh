@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A/B of a decode-path setting on the GPU machine (extension already built into jaxint8/):
-# benchmarks/layer.py at decode token counts once per value of an environment switch of the
+# A/B of a handler setting on the GPU machine (extension already built into jaxint8/):
+# benchmarks/layer.py (decode token counts by default) once per value of an environment switch of the
 # handlers, same process layout, one after the other.
 #   AB_KNOB    the variable (default JAXINT8_PDL, the programmatic-dependent-launch chain)
 #   AB_VALUES  its values, in order (default "1 0": on, off)

@@ -62,12 +62,26 @@ def busy_ns(events):
     return total
 
 
+def largest_gaps(group, n=5):
+    """The n longest idle intervals of one execution: (gap_ns, offset_ns from the execution's
+    start, kernel before, kernel after), longest first."""
+    ev = sorted(group, key=lambda e: e[1])
+    t0, end, before, gaps = ev[0][1], ev[0][1] + ev[0][2], ev[0][0], []
+    for name, start, dur in ev[1:]:
+        if start > end:
+            gaps.append((start - end, end - t0, before, name))
+        if start + dur >= end:
+            end, before = start + dur, name
+    return sorted(gaps, reverse=True)[:n]
+
+
 def trace_programs(programs, calls, execs):
     """Runs each ``name -> (fn, args)`` ``execs`` times under the profiler (already warmed up).
 
-    Returns ``name -> {"span": s/call, "busy": s/call, "kernels": {name: s/call}}`` from the
-    device timeline (median span over the executions, divided by ``calls`` per execution), or
-    None when the trace holds no GPU events or the executions cannot be told apart.
+    Returns ``name -> {"span": s/call, "busy": s/call, "kernels": {name: s/call}, "gaps": [...]}``
+    from the device timeline (median span over the executions, divided by ``calls`` per
+    execution; "gaps": ``largest_gaps`` of the execution with the median span), or None when the
+    trace holds no GPU events or the executions cannot be told apart.
     """
     with tempfile.TemporaryDirectory() as d:
         with jax.profiler.trace(d):
@@ -85,7 +99,9 @@ def trace_programs(programs, calls, execs):
         for group in mine:
             for kname, _, dur in group:
                 kernels[kname] += dur * 1e-9 / (execs * calls)
+        by_span = sorted(mine, key=span_ns)
         out[name] = {
+            "gaps": largest_gaps(by_span[len(by_span) // 2]),
             "span": statistics.median(span_ns(g) for g in mine) * 1e-9 / calls,
             "busy": statistics.median(busy_ns(g) for g in mine) * 1e-9 / calls,
             "kernels": dict(kernels),

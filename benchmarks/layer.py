@@ -9,8 +9,9 @@ tokens {1, 16, 128, 1024, 4096}. Methods:
 * ``jaxint8``  ``jaxint8.llm_int8_matmul(x, W8, threshold=6)``; x has 6 planted outlier columns.
 * ``jaxint8_t0`` the same with threshold 0 (no decomposition).
 
-Timing: a jitted program runs R calls on R distinct activation arrays (rotating inputs, so
-nothing is served from L2 between calls) and returns all outputs. After warm-up, REPS executions
+Timing: a jitted program runs R calls (32 at <= 16 tokens, else 16; ``--calls``) on R distinct
+activation arrays (rotating inputs, so nothing is served from L2 between calls) and returns all
+outputs. After warm-up, REPS executions
 of each method's program are traced with the JAX profiler, and the time per call is the median
 over the executions of the device-timeline span (first kernel start to last kernel end) / R
 (benchmarks/devicetime.py): kernels plus the launch gaps between them, without the fixed
@@ -63,7 +64,13 @@ METHODS = ["bf16", "i8dot", "jaxint8", "jaxint8_t0"]
 
 
 def n_rotate(s):
-    return 32 if s <= 16 else (16 if s <= 128 else 4)
+    # Calls per program. At least 16: with fewer ops than XLA's minimum command-buffer size (5)
+    # the calls run as separate thunks, and the first call of every execution then waits on host
+    # launches between its kernels (measured at 1024 tokens with 4 calls: 60-90 us of idle gaps,
+    # all in the first call, bf16 ~31 us; benchmarks/timeline.py --gaps). A layer in a model runs
+    # in a command buffer and does not pay that per call. (Until the seventh session: 4 calls
+    # at >= 1024 tokens.)
+    return 32 if s <= 16 else 16
 
 
 def chained(op):
@@ -111,8 +118,8 @@ def make_data(h, o, s, r, key):
 QUANT_KERNELS = ("column_absmax", "quantize_rows", "memset", "Memset")
 
 
-def bench_case(h, o, s, reps, methods):
-    r = n_rotate(s)
+def bench_case(h, o, s, reps, methods, calls=None):
+    r = calls or n_rotate(s)
     xs, w = make_data(h, o, s, r, jax.random.key(h * 7 + o + s))
     xs = tuple(xs)
     w_bf = w.astype(jnp.bfloat16)
@@ -210,6 +217,9 @@ def main(argv=None):
     ap.add_argument("--tokens", default=",".join(map(str, TOKENS)))
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--calls", type=int, default=None,
+                    help="calls (distinct inputs) per program, R; default 32 / 16 / 4 for <= 16 / "
+                         "<= 128 / more tokens")
     ap.add_argument("--out", default=None)
     ap.add_argument("--plot", default=None)
     args = ap.parse_args(argv)
@@ -230,7 +240,7 @@ def main(argv=None):
     rows = []
     for h, o in shapes:
         for s in tokens:
-            r = bench_case(h, o, s, args.reps, methods)
+            r = bench_case(h, o, s, args.reps, methods, args.calls)
             rows.append(r)
             print(f"{h}->{o} s={s} ({r['timing']} time): " + ", ".join(
                 f"{m} {r[m] * 1e6:.1f}us" for m in methods + ["quant", "gemm"] if m in r), flush=True)

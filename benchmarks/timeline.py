@@ -42,9 +42,10 @@ def profile_case(h, o, s, method, execs):
     wall = layer.batch_time(*program, 7) / r
     dev = devicetime.trace_programs({method: program}, r, execs)
     if dev is None:
-        return wall * 1e6, float("nan"), float("nan"), {}
+        return wall * 1e6, float("nan"), float("nan"), {}, []
     d = dev[method]
-    return wall * 1e6, d["span"] * 1e6, d["busy"] * 1e6, {k: t * 1e6 for k, t in d["kernels"].items()}
+    return (wall * 1e6, d["span"] * 1e6, d["busy"] * 1e6, {k: t * 1e6 for k, t in d["kernels"].items()},
+            d["gaps"])
 
 
 def short(name, width=60):
@@ -58,6 +59,7 @@ def main(argv=None):
     ap.add_argument("--tokens", default="1,16,128,1024")
     ap.add_argument("--methods", default="bf16,jaxint8")
     ap.add_argument("--execs", type=int, default=3, help="traced executions per case")
+    ap.add_argument("--gaps", action="store_true", help="print the largest idle gaps of one execution")
     args = ap.parse_args(argv)
     print(f"device: {jax.devices()[0].device_kind}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}")
     rows = []
@@ -65,12 +67,16 @@ def main(argv=None):
         h, o = (int(v) for v in shape.split("x"))
         for s in (int(t) for t in args.tokens.split(",")):
             for method in args.methods.split(","):
-                wall, span, busy, kernels = profile_case(h, o, s, method, args.execs)
+                wall, span, busy, kernels, gaps = profile_case(h, o, s, method, args.execs)
                 rows.append((f"{h}->{o}", s, method, wall, span, busy))
                 print(f"\n{h}->{o} s={s} {method}: wall {wall:.1f} us/call, device span {span:.1f}, "
                       f"GPU busy {busy:.1f} us/call")
                 for name, us in sorted(kernels.items(), key=lambda kv: -kv[1])[:6]:
                     print(f"    {us:8.1f} us  {short(name)}")
+                if args.gaps:
+                    print("    largest idle gaps of one execution (us, at us from its start, between):")
+                    for gap, at, before, after in gaps:
+                        print(f"    {gap / 1e3:8.1f} at {at / 1e3:8.1f}  {short(before, 40)} -> {short(after, 40)}")
     print(f"\n{'shape':>12} {'tok':>5} {'method':>11} {'wall us':>8} {'span us':>8} {'busy us':>8} {'idle':>6}")
     for shape, s, method, wall, span, busy in rows:
         print(f"{shape:>12} {s:>5} {method:>11} {wall:8.1f} {span:8.1f} {busy:8.1f} {1 - busy / span:6.0%}")
