@@ -11,9 +11,9 @@ tokens {1, 16, 128, 1024, 4096}. Methods:
 
 Timing: a jitted program runs R calls (32 at <= 16 tokens, else 16; ``--calls``) on R distinct
 activation arrays (rotating inputs, so nothing is served from L2 between calls) and returns all
-outputs. After warm-up, REPS executions
-of each method's program are traced with the JAX profiler, and the time per call is the median
-over the executions of the device-timeline span (first kernel start to last kernel end) / R
+outputs. After warm-up, REPS executions of each method's program are traced with the JAX
+profiler, and the time per call is the median over the executions of the device-timeline span
+(first kernel start to last kernel end) / R
 (benchmarks/devicetime.py): kernels plus the launch gaps between them, without the fixed
 per-execution cost of dispatch and sync (0.3-0.6 ms here, and noisy) that a layer inside a model
 does not pay per call. The wall time per call (T(R) / R, which includes it) is kept in the JSON as
@@ -218,8 +218,7 @@ def main(argv=None):
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--calls", type=int, default=None,
-                    help="calls (distinct inputs) per program, R; default 32 / 16 / 4 for <= 16 / "
-                         "<= 128 / more tokens")
+                    help="calls (distinct inputs) per program, R; default 32 at <= 16 tokens, else 16")
     ap.add_argument("--out", default=None)
     ap.add_argument("--plot", default=None)
     args = ap.parse_args(argv)
