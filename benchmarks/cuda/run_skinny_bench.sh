@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build and run the decode GEMM harness (benchmarks/cuda/skinny_bench.cu) on an sm_90 GPU, once per
 # variant of the kernel, then optionally Nsight Compute on a few cases. No JAX extension build:
-# the harness links xla_ffi/cuda/gemm_skinny.cu directly (~20 s to compile).
-#   VARIANTS="default 1"   values of JAXINT8_SKINNY_VARIANT to run (default: "default")
+# the harness links xla_ffi/cuda/gemm_skinny.cu and gemm_gemv.cu directly (~20 s to compile).
+#   VARIANTS="mma dp4a"    values of $KNOB to run, one harness run each (default: "default" = unset)
+#   KNOB=JAXINT8_DECODE_KERNEL  the environment variable VARIANTS sets (default JAXINT8_DECODE_KERNEL)
+#   SKINNY_TOKENS="1 2 4"  token counts of the timed cases (default "1 16")
 #   NCU=1                  also profile (sections below) the --profile cases
 #   PATTERNS=1             also run the read-pattern sweep (rows per load x blocks per SM)
 #   BASELINE_SRC="a.cu b.cu" also build the harness against these versions of gemm_skinny.cu and
@@ -18,10 +20,11 @@ BIN=/tmp/skinny_bench
 FLAGS=(-gencode=arch=compute_90a,code=sm_90a -std=c++17 -O3 --expt-relaxed-constexpr -lineinfo
        -I"$ROOT/xla_ffi" -isystem "$JI" -Xcudafe --diag_suppress=esa_on_defaulted_function_ignored)
 t0=$(date +%s)
-nvcc "${FLAGS[@]}" "$ROOT/xla_ffi/cuda/gemm_skinny.cu" "$ROOT/benchmarks/cuda/skinny_bench.cu" -o "$BIN" &
+KNOB=${KNOB:-JAXINT8_DECODE_KERNEL}
+nvcc "${FLAGS[@]}" "$ROOT/xla_ffi/cuda/gemm_skinny.cu" "$ROOT/xla_ffi/cuda/gemm_gemv.cu" "$ROOT/benchmarks/cuda/skinny_bench.cu" -o "$BIN" &
 i=0
 for src in ${BASELINE_SRC:-}; do
-  nvcc "${FLAGS[@]}" "$src" "$ROOT/benchmarks/cuda/skinny_bench.cu" -o "$BIN-baseline$i" &
+  nvcc "${FLAGS[@]}" "$src" "$ROOT/xla_ffi/cuda/gemm_gemv.cu" "$ROOT/benchmarks/cuda/skinny_bench.cu" -o "$BIN-baseline$i" &
   i=$((i + 1))
 done
 wait
@@ -34,17 +37,17 @@ for src in ${BASELINE_SRC:-}; do
 done
 for v in ${VARIANTS:-default}; do
   [ "$v" = none ] && continue  # VARIANTS=none: only the other parts
-  if [ "$v" = default ]; then env -u JAXINT8_SKINNY_VARIANT "$BIN"; else JAXINT8_SKINNY_VARIANT=$v "$BIN"; fi \
+  if [ "$v" = default ]; then env -u "$KNOB" "$BIN"; else env "$KNOB=$v" "$BIN"; fi \
     2>&1 | tee "$LOG/skinny-$v.log" || echo "variant $v FAILED"
 done
 if [ -n "${PATTERNS:-}" ]; then "$BIN" --patterns 2>&1 | tee "$LOG/patterns.log"; fi
 if [ -n "${NCU:-}" ]; then
   for v in ${VARIANTS:-default}; do
-    [ "$v" = default ] && v=0
-    JAXINT8_SKINNY_VARIANT=$v ncu --clock-control none --kernel-name regex:skinny_kernel \
+    [ "$v" = default ] && v=auto
+    env "$KNOB=$v" ncu --clock-control none --kernel-name regex:"skinny_kernel|gemv_kernel" \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
       --section Occupancy --section LaunchStats --section SchedulerStats \
       "$BIN" --profile > "$LOG/ncu-$v.log" 2>&1 || true
-    grep -E "skinny_kernel|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Stall|L2 Hit|Issued Warp|No Eligible|Active Warps|Eligible Warps|Registers|Waves Per SM" "$LOG/ncu-$v.log" | head -150
+    grep -E "skinny_kernel|gemv_kernel|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Stall|L2 Hit|Issued Warp|No Eligible|Active Warps|Eligible Warps|Registers|Waves Per SM" "$LOG/ncu-$v.log" | head -150
   done
 fi

@@ -165,8 +165,8 @@ int main(int argc, char** argv) {
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   int* sink;
   CK(cudaMalloc(&sink, sizeof(int)));
-  const char* variant = std::getenv("JAXINT8_SKINNY_VARIANT");
-  std::printf("skinny_bench: %d SMs, variant %s\n", sms, variant ? variant : "default");
+  const char* variant = std::getenv("JAXINT8_DECODE_KERNEL");
+  std::printf("skinny_bench: %d SMs, JAXINT8_DECODE_KERNEL=%s\n", sms, variant ? variant : "(unset: auto)");
 
   // 16 rows per block x 3 blocks per SM: n = 3 * 16 * sms * w fills w waves exactly.
   const int64_t wave = 3 * 16 * static_cast<int64_t>(sms);
@@ -178,10 +178,24 @@ int main(int argc, char** argv) {
     }
     cases.push_back({4096, 16384, 1, 0});
   }
-  for (int64_t m : {1, 16}) {
+  // Token counts: 1 and 16 always; SKINNY_TOKENS="1 2 4 8 16" (environment) for the GEMV crossover.
+  std::vector<int64_t> token_counts;
+  if (const char* v = std::getenv("SKINNY_TOKENS")) {
+    for (const char* q = v; *q;) {
+      char* end;
+      const long t = std::strtol(q, &end, 10);
+      if (end == q) break;
+      token_counts.push_back(t);
+      q = end;
+    }
+  }
+  if (token_counts.empty()) token_counts = {1, 16};
+  for (int64_t m : token_counts) {
     if (profile) break;
+    // The layer benchmark's shapes, then the 13B model's (q/k/v/o 5120->5120, down 13824->5120).
     for (auto [k, n] : std::vector<std::pair<int64_t, int64_t>>{{4096, 16384}, {16384, 4096}, {5120, 20480},
-                                                                  {20480, 5120}, {12288, 49152}, {49152, 12288}}) {
+                                                                  {20480, 5120}, {12288, 49152}, {49152, 12288},
+                                                                  {5120, 5120}, {13824, 5120}}) {
       cases.push_back({k, n, m, 6});
       if (m == 1) cases.push_back({k, n, m, 0});
     }
@@ -193,6 +207,10 @@ int main(int argc, char** argv) {
     cases.push_back({4096, 4104, 13, 40});
     cases.push_back({1000, 520, 9, 6});
     cases.push_back({333, 77, 16, 5});
+    cases.push_back({2064, 1000, 1, 70});  // the GEMV: three rounds of outlier columns, a partial K chunk
+    cases.push_back({4096, 4104, 4, 40});
+    cases.push_back({48, 40, 2, 48});      // every column an outlier, k < one 512-byte chunk
+    cases.push_back({8208, 3000, 4, 6});
   }
 
   if (patterns) {  // read-pattern sweep: rows per instruction x blocks per SM
@@ -227,7 +245,7 @@ int main(int argc, char** argv) {
     CK(cudaFree(b));
   }
 
-  std::printf("%-13s %3s %3s %9s %8s %8s %8s  %s\n", "in->out", "m", "O", "us", "TB/s", "patt", "coal", "hash");
+  std::printf("%-13s %3s %3s %9s %8s %8s %8s %8s  %s\n", "in->out", "m", "O", "us", "TB/s", "patt", "p512", "coal", "hash");
   for (const Case& c : cases) {
     const int64_t wbytes = c.n * c.k;
     const int64_t stride = (wbytes + 255) / 256 * 256;  // every copy 256-byte aligned, like XLA's buffers
@@ -279,6 +297,10 @@ int main(int argc, char** argv) {
         // the skinny kernel's layout and load flavour: 8 rows x 64 B per instruction, 8 loads in flight
         read_rows_pattern<8, 8, 1><<<static_cast<unsigned>(c.n / 16), 256, 0, s>>>(wq + (i % copies) * stride, c.n, c.k, sink);
       }, iters, 7, s);
+      const float p512 = !sized ? 0.0f : time_graph([&](int i) {
+        // one row x 512 contiguous bytes per instruction (the dp4a GEMV's layout), 8 loads in flight
+        read_rows_pattern<1, 8, 1><<<static_cast<unsigned>(c.n / 16), 256, 0, s>>>(wq + (i % copies) * stride, c.n, c.k, sink);
+      }, iters, 7, s);
       const float coal = !sized ? 0.0f : time_graph([&](int i) {
         read_coalesced<<<sms * 8, 256, 0, s>>>(reinterpret_cast<const uint4*>(wq + (i % copies) * stride), wbytes / 16, sink);
       }, iters, 7, s);
@@ -289,8 +311,9 @@ int main(int argc, char** argv) {
       CK(cudaStreamSynchronize(s));
       char name[32];
       std::snprintf(name, sizeof name, "%lld->%lld", (long long)c.k, (long long)c.n);
-      std::printf("%-13s %3lld %3d %9.2f %8.2f %8.2f %8.2f  %016llx\n", name, (long long)c.m, c.outliers, us,
-                  wbytes / us * 1e-6, sized ? wbytes / patt * 1e-6 : 0.0, sized ? wbytes / coal * 1e-6 : 0.0, (unsigned long long)hash_bytes(hy));
+      std::printf("%-13s %3lld %3d %9.2f %8.2f %8.2f %8.2f %8.2f  %016llx\n", name, (long long)c.m, c.outliers, us,
+                  wbytes / us * 1e-6, sized ? wbytes / patt * 1e-6 : 0.0, sized ? wbytes / p512 * 1e-6 : 0.0,
+                  sized ? wbytes / coal * 1e-6 : 0.0, (unsigned long long)hash_bytes(hy));
     }
     for (void* ptr : {(void*)wq, (void*)xq, (void*)rs, (void*)cs, (void*)bias, (void*)x, (void*)y, (void*)idx, (void*)cnt})
       CK(cudaFree(ptr));

@@ -28,6 +28,20 @@ template <> struct FloatIO<__half> {
   static __device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
 };
 
+// A float element split into its load and its conversion, so that a kernel can issue the load
+// early and convert after a long loop (the warp only waits for a load at the first use).
+__device__ __forceinline__ uint32_t load_float_bits(const void* base, FloatType t, int64_t i) {
+  if (t == FloatType::kF32) return static_cast<const uint32_t*>(base)[i];
+  return static_cast<const uint16_t*>(base)[i];
+}
+__device__ __forceinline__ float float_from_bits(uint32_t bits, FloatType t) {
+  switch (t) {
+    case FloatType::kF32: return __uint_as_float(bits);
+    case FloatType::kBF16: return __uint_as_float(bits << 16);  // exact widening, as __bfloat162float
+    default: return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
+  }
+}
+
 __device__ __forceinline__ float load_float(const void* base, FloatType t, int64_t i) {
   switch (t) {
     case FloatType::kF32: return static_cast<const float*>(base)[i];
@@ -64,6 +78,14 @@ __device__ __forceinline__ void store_output(void* y, FloatType t, int64_t i, fl
     case FloatType::kBF16: static_cast<__nv_bfloat16*>(y)[i] = __float2bfloat16_rn(v); break;
     default: static_cast<__half*>(y)[i] = __float2half_rn(v); break;
   }
+}
+
+// 16-byte streaming load that does not allocate in L1 (each weight byte is read once).
+__device__ __forceinline__ uint4 load_stream(const int8_t* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+  return r;
 }
 
 // mma.sync m16n8k32 s8 x s8 -> s32 (row.col), accumulate in place.

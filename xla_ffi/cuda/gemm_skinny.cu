@@ -15,8 +15,11 @@
 // benchmarks/cuda/run_skinny_bench.sh: 5120->20480 at 1 token 42.3 -> 37.8 us, 49152->12288
 // 227 -> 218 us, bit-identical).
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
+#include "cuda/decode_args.cuh"
 #include "cuda/device_utils.cuh"
 #include "cuda/launch.h"
 
@@ -50,63 +53,12 @@ __device__ __forceinline__ uint32_t u4(const uint4& v, int i) {
   return i == 0 ? v.x : (i == 1 ? v.y : (i == 2 ? v.z : v.w));
 }
 
-// Streaming load that does not pollute L1 (each weight byte is read once).
-__device__ __forceinline__ uint4 load_stream(const int8_t* p) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
-  return r;
-}
-
-// One launch can serve several weights that read the same activations (a grouped call): the
-// blocks of weight i are blockIdx.x in [first_block[i], first_block[i + 1]).
-struct SkinnyArgs {
-  Int8GemmParams p;  // the shared operands (x, xq, scales, outliers, m, k, types)
-  int weights = 1;
-  int first_block[kMaxSkinnyWeights + 1] = {};
-  const int8_t* wq[kMaxSkinnyWeights] = {};
-  const float* col_scale[kMaxSkinnyWeights] = {};
-  const float* bias[kMaxSkinnyWeights] = {};
-  void* y[kMaxSkinnyWeights] = {};
-  int64_t n[kMaxSkinnyWeights] = {};
-};
-
-// The operands of weight `i` of a launch put into p (an unrolled select: constant parameter
-// indices, no copy of the argument struct to local memory).
-__device__ __forceinline__ Int8GemmParams weight_params(const SkinnyArgs& a, int i) {
-  Int8GemmParams p = a.p;
-#pragma unroll
-  for (int j = 0; j < kMaxSkinnyWeights; ++j) {
-    if (j == i) {
-      p.wq = a.wq[j];
-      p.col_scale = a.col_scale[j];
-      p.bias = a.bias[j];
-      p.y = a.y[j];
-      p.n = a.n[j];
-    }
-  }
-  return p;
-}
-
-__device__ __forceinline__ int weight_of_block(const SkinnyArgs& a, int& first) {
-  int i = 0;
-  first = 0;
-#pragma unroll
-  for (int j = 1; j < kMaxSkinnyWeights; ++j) {
-    if (j < a.weights && static_cast<int>(blockIdx.x) >= a.first_block[j]) {
-      i = j;
-      first = a.first_block[j];
-    }
-  }
-  return i;
-}
-
 // 3 blocks (24 streaming warps) per SM: enough 16-byte loads in flight, and the 2.4 blocks per SM
 // of the common decode shapes fit in one wave. GROUPED: several weights (args.weights > 1); a
 // single weight reads args.p directly (the per-block weight select cost 1-6 % at 1 token,
 // measured with benchmarks/cuda/run_skinny_bench.sh).
 template <int TILES, int MT, bool ALIGNED, bool GROUPED>
-__global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(const SkinnyArgs args) {
+__global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(const DecodeArgs args) {
   constexpr int U = TILES >= 4 ? 1 : (TILES == 2 ? 2 : 4);  // chunks in flight per warp step
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, q = lane & 3;
@@ -283,21 +235,8 @@ __global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(const SkinnyAr
 
 template <int TILES, int MT, bool ALIGNED>
 cudaError_t launch_t(const Int8GemmParams* ps, int count, cudaStream_t stream, bool pdl) {
-  const int64_t rows = 16 * TILES;
-  SkinnyArgs a;
-  a.p = ps[0];
-  a.weights = count;
   int64_t blocks = 0;
-  for (int i = 0; i < count; ++i) {
-    a.first_block[i] = static_cast<int>(blocks);
-    a.wq[i] = ps[i].wq;
-    a.col_scale[i] = ps[i].col_scale;
-    a.bias[i] = ps[i].bias;
-    a.y[i] = ps[i].y;
-    a.n[i] = ps[i].n;
-    blocks += (ps[i].n + rows - 1) / rows;
-  }
-  a.first_block[count] = static_cast<int>(blocks);
+  const DecodeArgs a = make_decode_args(ps, count, 16 * TILES, &blocks);
   if (blocks == 0) return cudaSuccess;
   if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>((ps[0].m + 15) / 16));
@@ -322,12 +261,17 @@ cudaError_t launch_tiles(const Int8GemmParams* ps, int count, cudaStream_t strea
   return launch_t<1, MT, ALIGNED>(ps, count, stream, pdl);
 }
 
-// The operands every weight of a grouped launch must share (one x, one quantization).
-bool same_activations(const Int8GemmParams& a, const Int8GemmParams& b) {
-  return a.m == b.m && a.k == b.k && a.xq == b.xq && a.row_scale == b.row_scale && a.x == b.x &&
-         a.x_type == b.x_type && a.outlier_idx == b.outlier_idx &&
-         a.outlier_count == b.outlier_count && a.y_type == b.y_type &&
-         a.l2_prefetch_bytes == b.l2_prefetch_bytes;
+// The dp4a GEMV or the mma kernel for an m the GEMV supports (launch.h).
+bool use_gemv(int64_t m) {
+  static const int forced = [] {  // 0 auto, 1 mma, 2 dp4a
+    const char* v = std::getenv("JAXINT8_DECODE_KERNEL");
+    if (!v || !*v || !std::strcmp(v, "auto")) return 0;
+    if (!std::strcmp(v, "mma")) return 1;
+    if (!std::strcmp(v, "dp4a")) return 2;
+    std::fprintf(stderr, "jaxint8: ignoring JAXINT8_DECODE_KERNEL=%s (expected auto, mma or dp4a)\n", v);
+    return 0;
+  }();
+  return forced == 2 || (forced == 0 && m <= kGemvAutoTokens);
 }
 
 }  // namespace
@@ -343,15 +287,16 @@ cudaError_t launch_int8_gemm_skinny(const Int8GemmParams& p, int num_sms, cudaSt
 
 cudaError_t launch_int8_gemm_skinny_group(const Int8GemmParams* ps, int count, int num_sms,
                                           cudaStream_t stream, bool pdl) {
-  (void)num_sms;
   if (count < 1 || count > kMaxSkinnyWeights) return cudaErrorInvalidValue;
   if (ps[0].m == 0) return cudaSuccess;
   if ((ps[0].m + 15) / 16 > 65535) return cudaErrorInvalidConfiguration;
-  bool aligned = true;
+  bool aligned = true, gemv = true;
   for (int i = 0; i < count; ++i) {
     if (!same_activations(ps[0], ps[i])) return cudaErrorInvalidValue;
     aligned = aligned && int8_gemm_skinny_fast_path(ps[i]);
+    gemv = gemv && int8_gemv_supported(ps[i]);
   }
+  if (gemv && use_gemv(ps[0].m)) return launch_int8_gemv_group(ps, count, num_sms, stream, pdl);
   const bool one_group = ps[0].m <= 8;  // one n8 token group per mma is enough
   if (aligned) {
     return one_group ? launch_tiles<1, true>(ps, count, stream, pdl)

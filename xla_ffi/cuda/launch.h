@@ -22,8 +22,11 @@ cudaError_t launch_quantize_rows(const void* x, FloatType t, const float* col_am
                                  float* row_scale, int32_t* outlier_idx, int32_t* outlier_count,
                                  int num_sms, cudaStream_t stream, bool pdl = false);
 
-// Skinny GEMM (memory-bound on the weight): 16 tokens per grid row, mma.sync m16n8k32 with
-// the weight as the M operand, K split over the warps of a block. Any m, n, k and alignment.
+// Decode GEMM (memory-bound on the weight). m <= kGemvAutoTokens with 16-byte aligned rows: the
+// dp4a GEMV (gemm_gemv.cu, one warp per weight row); otherwise the mma skinny kernel
+// (gemm_skinny.cu: 16 tokens per grid row, mma.sync m16n8k32 with the weight as the M operand,
+// K split over the warps of a block; any m, n, k and alignment). JAXINT8_DECODE_KERNEL=mma|dp4a
+// (environment, read once) forces one of the two where it applies, for tests and measurements.
 // pdl (sm_90+ only): launch as a programmatic dependent of the row pass, which must be the
 // previous kernel on the stream: the blocks warm L2 with the start of their weight rows, then
 // wait for the row pass before reading xq / scales / outliers.
@@ -37,6 +40,13 @@ bool int8_gemm_skinny_fast_path(const Int8GemmParams& p);  // 16-byte weight loa
 inline constexpr int kMaxSkinnyWeights = 8;
 cudaError_t launch_int8_gemm_skinny_group(const Int8GemmParams* ps, int count, int num_sms,
                                           cudaStream_t stream, bool pdl = false);
+
+// The dp4a GEMV alone (see above): m <= kGemvMaxTokens, k % 16 == 0, 16-byte aligned wq / xq.
+inline constexpr int kGemvMaxTokens = 4;
+inline constexpr int kGemvAutoTokens = 1;
+bool int8_gemv_supported(const Int8GemmParams& p);
+cudaError_t launch_int8_gemv_group(const Int8GemmParams* ps, int count, int num_sms, cudaStream_t stream,
+                                   bool pdl = false);
 
 // Tiled mma.sync GEMM (sm_80+; 128x128x64 tiles, 4-stage cp.async pipeline) with the fused
 // dequant + outlier + bias + cast epilogue. Needs int8_gemm_tiled_supported(p).
