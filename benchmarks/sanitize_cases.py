@@ -35,10 +35,14 @@ CASES = [  # (s, h, o, dtype, threshold)
     (5, 2048, 77, jnp.bfloat16, 1e-3),   # fused decode chain, all columns outliers (chunks)
     (2, 4096, 40, jnp.float32, 6.0),     # fused decode chain, two rows
     (12, 4096, 40, jnp.bfloat16, 6.0),   # fused decode chain, two token groups
+    (1, 4096, 1000, jnp.bfloat16, 6.0),  # dp4a GEMV, two K slices per row, partial last block
+    (1, 2064, 77, jnp.float16, 1e-3),    # dp4a GEMV, all columns outliers (rounds of 32), K tail
+    (1, 16384, 40, jnp.float32, 6.0),    # dp4a GEMV, four K slices per row
 ]
 GROUP_CASES = [  # (s, h, outs, dtype, threshold)
     (1, 100, (37, 16, 16), jnp.bfloat16, 6.0),   # generic skinny (odd k), three weights
     (12, 1024, (520, 136, 8), jnp.float16, 6.0),  # aligned skinny, two token groups
+    (1, 1024, (520, 136, 8), jnp.bfloat16, 6.0),  # dp4a GEMV, three weights
     (64, 512, (264, 40), jnp.bfloat16, 6.0),      # prefill: one GEMM per weight
 ]
 
@@ -49,7 +53,8 @@ def main():
     for s, h, o, dt, thr in CASES:
         x = rng.standard_normal((s, h)).astype(np.float32)
         x[:, rng.choice(h, size=min(h, 5), replace=False)] *= 30
-        x[s // 2] = 0
+        if s > 1:
+            x[s // 2] = 0  # a zero row (with one row it would leave no outliers to test)
         wq, ws = quantize_weight_np(0.02 * rng.standard_normal((h, o)))
         bias = rng.standard_normal(o).astype(np.float32)
         args = jax.device_put((jnp.asarray(x, dt), jnp.asarray(wq), jnp.asarray(ws), jnp.asarray(bias)), gpu)

@@ -3,8 +3,10 @@
 // on the device.
 //
 // GEMM dispatch (per batch element, m = tokens, n = out features, k = in features):
-//   1. m <= 16                                  -> skinny kernel (gemm_skinny.cu): weight-
-//                                                  streaming, memory-bound decode path.
+//   1. m <= 16                                  -> decode GEMM (launch_int8_gemm_skinny): the
+//                                                  dp4a GEMV (gemm_gemv.cu) at m = 1 with aligned
+//                                                  rows, else the mma skinny kernel
+//                                                  (gemm_skinny.cu); weight-streaming, memory-bound.
 //   2. sm_90 device, JAXINT8_WITH_SM90 built,
 //      int8_gemm_sm90_supported(p)              -> CUTLASS 3 wgmma kernel (sm90/gemm_sm90.h).
 //   3. k % 16 == 0, 16-byte aligned operands    -> tiled mma.sync kernel (gemm_sm80.cu).
