@@ -261,8 +261,8 @@ cudaError_t launch_tiles(const Int8GemmParams* ps, int count, cudaStream_t strea
   return launch_t<1, MT, ALIGNED>(ps, count, stream, pdl);
 }
 
-// The dp4a GEMV or the mma kernel for an m the GEMV supports (launch.h).
-bool use_gemv(int64_t m) {
+// The dp4a GEMV or the mma kernel for a launch the GEMV supports (launch.h).
+bool use_gemv(const Int8GemmParams* ps, int count) {
   static const int forced = [] {  // 0 auto, 1 mma, 2 dp4a
     const char* v = std::getenv("JAXINT8_DECODE_KERNEL");
     if (!v || !*v || !std::strcmp(v, "auto")) return 0;
@@ -271,7 +271,10 @@ bool use_gemv(int64_t m) {
     std::fprintf(stderr, "jaxint8: ignoring JAXINT8_DECODE_KERNEL=%s (expected auto, mma or dp4a)\n", v);
     return 0;
   }();
-  return forced == 2 || (forced == 0 && m <= kGemvAutoTokens);
+  if (forced != 0) return forced == 2;
+  int64_t weight_bytes = 0;
+  for (int i = 0; i < count; ++i) weight_bytes += ps[i].n * ps[i].k;
+  return ps[0].m <= kGemvAutoTokens && weight_bytes >= kGemvMinWeightBytes;
 }
 
 }  // namespace
@@ -296,7 +299,7 @@ cudaError_t launch_int8_gemm_skinny_group(const Int8GemmParams* ps, int count, i
     aligned = aligned && int8_gemm_skinny_fast_path(ps[i]);
     gemv = gemv && int8_gemv_supported(ps[i]);
   }
-  if (gemv && use_gemv(ps[0].m)) return launch_int8_gemv_group(ps, count, num_sms, stream, pdl);
+  if (gemv && use_gemv(ps, count)) return launch_int8_gemv_group(ps, count, num_sms, stream, pdl);
   const bool one_group = ps[0].m <= 8;  // one n8 token group per mma is enough
   if (aligned) {
     return one_group ? launch_tiles<1, true>(ps, count, stream, pdl)

@@ -22,8 +22,9 @@ cudaError_t launch_quantize_rows(const void* x, FloatType t, const float* col_am
                                  float* row_scale, int32_t* outlier_idx, int32_t* outlier_count,
                                  int num_sms, cudaStream_t stream, bool pdl = false);
 
-// Decode GEMM (memory-bound on the weight). m <= kGemvAutoTokens with 16-byte aligned rows: the
-// dp4a GEMV (gemm_gemv.cu, one warp per weight row); otherwise the mma skinny kernel
+// Decode GEMM (memory-bound on the weight). m <= kGemvAutoTokens, 16-byte aligned rows and at
+// least kGemvMinWeightBytes of weights in the launch: the dp4a GEMV (gemm_gemv.cu, one warp per
+// weight row); otherwise the mma skinny kernel
 // (gemm_skinny.cu: 16 tokens per grid row, mma.sync m16n8k32 with the weight as the M operand,
 // K split over the warps of a block; any m, n, k and alignment). JAXINT8_DECODE_KERNEL=mma|dp4a
 // (environment, read once) forces one of the two where it applies, for tests and measurements.
@@ -44,6 +45,9 @@ cudaError_t launch_int8_gemm_skinny_group(const Int8GemmParams* ps, int count, i
 // The dp4a GEMV alone (see above): m <= kGemvMaxTokens, k % 16 == 0, 16-byte aligned wq / xq.
 inline constexpr int kGemvMaxTokens = 4;
 inline constexpr int kGemvAutoTokens = 1;
+// H100, 1 token: the GEMV lost on a 26 MB weight (5120->5120: 14.0 vs 13.2 us in the layer
+// benchmark, 13.6 vs 11.3 in the harness) and won from 67 MB up (4096->16384: 25.2 vs 26.5).
+inline constexpr int64_t kGemvMinWeightBytes = int64_t{32} << 20;
 bool int8_gemv_supported(const Int8GemmParams& p);
 cudaError_t launch_int8_gemv_group(const Int8GemmParams* ps, int count, int num_sms, cudaStream_t stream,
                                    bool pdl = false);
