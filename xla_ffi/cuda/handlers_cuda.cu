@@ -5,7 +5,7 @@
 // GEMM dispatch (per batch element, m = tokens, n = out features, k = in features):
 //   1. m <= 16                                  -> decode GEMM (launch_int8_gemm_skinny): the
 //                                                  dp4a GEMV (gemm_gemv.cu) at m = 1 with aligned
-//                                                  rows, else the mma skinny kernel
+//                                                  rows and >= 32 MiB of weights, else the mma skinny kernel
 //                                                  (gemm_skinny.cu); weight-streaming, memory-bound.
 //   2. sm_90 device, JAXINT8_WITH_SM90 built,
 //      int8_gemm_sm90_supported(p)              -> CUTLASS 3 wgmma kernel (sm90/gemm_sm90.h).
