@@ -1,4 +1,5 @@
-// Standalone timing harness for the decode GEMM (xla_ffi/cuda/gemm_skinny.cu), no JAX needed:
+// Standalone timing harness for the decode GEMMs (xla_ffi/cuda/gemm_skinny.cu and gemm_gemv.cu;
+// JAXINT8_DECODE_KERNEL=mma|dp4a picks one where both apply), no JAX needed:
 // builds in seconds on the GPU machine, so kernel variants can be compared in one device call.
 // Built and run by benchmarks/cuda/run_skinny_bench.sh.
 //
@@ -6,7 +7,8 @@
 // copies (together > 3x the L2, so every call streams its weight from HBM) inside a CUDA graph of
 // back-to-back launches, and prints µs per call, the weight-read bandwidth and a hash of the output
 // (equal hashes across variants = bit-identical results). Reference bandwidths: a device-to-device
-// copy, a fully coalesced read and a read with the skinny kernel's access pattern (no arithmetic).
+// copy, a fully coalesced read, and reads with the skinny kernel's access pattern ("patt") and
+// the GEMV's ("p512"), without arithmetic. SKINNY_TOKENS="1 2 4" sets the timed token counts.
 //
 //   skinny_bench [--profile]   --profile: a few plain launches per case, for ncu
 #include <cuda_bf16.h>
