@@ -43,11 +43,7 @@ __device__ __forceinline__ float float_from_bits(uint32_t bits, FloatType t) {
 }
 
 __device__ __forceinline__ float load_float(const void* base, FloatType t, int64_t i) {
-  switch (t) {
-    case FloatType::kF32: return static_cast<const float*>(base)[i];
-    case FloatType::kBF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[i]);
-    default: return __half2float(static_cast<const __half*>(base)[i]);
-  }
+  return float_from_bits(load_float_bits(base, t, i), t);
 }
 
 // Outlier count clamped to [0, k] (the CPU handler rejects out-of-range counts; on the
