@@ -17,6 +17,9 @@ mkdir -p "$BUILD"
 FLAGS=(-gencode=arch=compute_90a,code=sm_90a -std=c++17 --expt-relaxed-constexpr -O3 -DNDEBUG -lineinfo
        -I"$CL" -I"$ROOT/xla_ffi" -Xcudafe --diag_suppress=esa_on_defaulted_function_ignored)
 SRCS=("$ROOT"/xla_ffi/cuda/sm90/*.cu "$ROOT/benchmarks/cuda/sm90_plain.cu" "$ROOT/benchmarks/cuda/sm90_harness.cu")
+# SM90_VARIANTS=0: no sm90_variants.cu objects (faster build; --variants is then unavailable).
+VARIANTS=$([ "${SM90_VARIANTS:-1}" = 0 ] && echo "" || echo "1 2 3 4 5")
+if [ -z "$VARIANTS" ]; then FLAGS+=(-DJAXINT8_NO_VARIANTS=1); fi
 t0=$(date +%s)
 # Optional reuse of objects built by an earlier run (device machines start bare):
 #   SM90_OBJS=path/to/sm90_objs.tgz SM90_REBUILD="gemm_sm90 sm90_harness" (basenames to rebuild)
@@ -31,7 +34,7 @@ for s in "${SRCS[@]}"; do
   pids+=($!)
 done
 # Benchmark-only configurations (sm90_variants.cu), one object per variant.
-for v in 1 2 3 4; do
+for v in $VARIANTS; do
   o="$BUILD/sm90_variants_$v.o"
   if [ -n "${SM90_OBJS:-}" ] && [ -f "$o" ] && [[ " ${SM90_REBUILD:-} " != *" sm90_variants "* ]]; then continue; fi
   ( nvcc "${FLAGS[@]}" -DJAXINT8_VARIANT=$v -Xptxas -v -c "$ROOT/benchmarks/cuda/sm90_variants.cu" -o "$o" \

@@ -163,7 +163,22 @@ static Int8GemmParams params_of(const Problem& P, int y_type, bool bias, bool ou
   return p;
 }
 
-static int g_swizzle = 0, g_raster = 0, g_diag = 0, g_mode = 0;
+static int g_swizzle = 0, g_raster = 0, g_diag = 0, g_mode = 0, g_splits = 0;
+static bool g_skip_gather = false;  // time the GEMM alone (xo / wo left from an earlier call)
+
+#ifndef JAXINT8_NO_VARIANTS
+// CUTLASS workspace for direct calls of the stream-K configuration (grown on demand).
+static void* sk_workspace(size_t bytes) {
+  static void* buf = nullptr;
+  static size_t cap = 0;
+  if (bytes > cap) {
+    if (buf) CK(cudaFree(buf));
+    CK(cudaMalloc(&buf, bytes));
+    cap = bytes;
+  }
+  return buf;
+}
+#endif
 
 // Benchmark-only configurations (sm90_variants.cu, one object per variant), bf16 output only.
 namespace jaxint8::cuda::sm90 {
@@ -171,9 +186,12 @@ cudaError_t gemm_var1_bf16(const GemmArgs& a, cudaStream_t stream);
 cudaError_t gemm_var2_bf16(const GemmArgs& a, cudaStream_t stream);
 cudaError_t gemm_var3_bf16(const GemmArgs& a, cudaStream_t stream);
 cudaError_t gemm_var4_bf16(const GemmArgs& a, cudaStream_t stream);
+cudaError_t gemm_sk_bf16(const GemmArgs& a, cudaStream_t stream);  // variant 5: stream-K
+size_t gemm_sk_workspace_bytes(const GemmArgs& a);
 }  // namespace jaxint8::cuda::sm90
 
-// Run one configuration directly (which: 0 = launcher, 1 = pp, 2 = coop).
+// Run one configuration directly (which: 0 = launcher, 1 = pp, 2 = coop, 3/4 = plain pp/coop,
+// 5-8 = sm90_variants.cu 1-4, 9 = sm90_variants.cu 5: stream-K).
 static cudaError_t run_cfg(int which, const Int8GemmParams& p, cudaStream_t s) {
   if (which == 0) return sm90::launch_int8_gemm_sm90_mode(p, g_mode, s);
   sm90::GemmArgs a;
@@ -191,8 +209,10 @@ static cudaError_t run_cfg(int which, const Int8GemmParams& p, cudaStream_t s) {
     a.xo = static_cast<const float*>(p.workspace);
     size_t off = (static_cast<size_t>(p.m) * ld * 4 + 255) / 256 * 256;
     a.wo = reinterpret_cast<const float*>(static_cast<const char*>(p.workspace) + off);
-    cudaError_t e = sm90::launch_gather_outliers(p, ld, const_cast<float*>(a.xo), const_cast<float*>(a.wo), g_mode, s);
-    if (e != cudaSuccess) return e;
+    if (!g_skip_gather) {
+      cudaError_t e = sm90::launch_gather_outliers(p, ld, const_cast<float*>(a.xo), const_cast<float*>(a.wo), g_mode, s);
+      if (e != cudaSuccess) return e;
+    }
   }
   if (which == 1) {
     if (p.y_type == FloatType::kBF16) return sm90::gemm_pp_bf16(a, s);
@@ -207,18 +227,26 @@ static cudaError_t run_cfg(int which, const Int8GemmParams& p, cudaStream_t s) {
   if (which == 3) return sm90::gemm_pp_bf16_plain(a, s);
   if (which == 4) return sm90::gemm_coop_bf16_plain(a, s);
   if (p.y_type != FloatType::kBF16) return cudaErrorInvalidValue;
+#ifndef JAXINT8_NO_VARIANTS
+  if (which == 9) {
+    a.splits = g_splits;
+    a.gemm_workspace_bytes = sm90::gemm_sk_workspace_bytes(a);
+    a.gemm_workspace = a.gemm_workspace_bytes ? sk_workspace(a.gemm_workspace_bytes) : nullptr;
+    return sm90::gemm_sk_bf16(a, s);
+  }
   if (which == 5) return sm90::gemm_var1_bf16(a, s);
   if (which == 6) return sm90::gemm_var2_bf16(a, s);
   if (which == 7) return sm90::gemm_var3_bf16(a, s);
   if (which == 8) return sm90::gemm_var4_bf16(a, s);
+#endif
   return cudaErrorInvalidValue;
 }
 
 static const char* tname(int t) { return t == 0 ? "f32" : t == 1 ? "bf16" : "f16"; }
 static const char* cname(int w) {
   static const char* names[] = {"launcher", "pp64x128", "coop128x256", "pp-plain", "coop-plain",
-                                "pp128x128", "pp128x128c2", "pp64x256", "pp64x128c2"};
-  return w >= 0 && w < 9 ? names[w] : "?";
+                                "pp128x128", "pp128x128c2", "pp64x256", "pp64x128c2", "sk128x128"};
+  return w >= 0 && w < 10 ? names[w] : "?";
 }
 
 static int g_fail = 0, g_cases = 0;
@@ -287,6 +315,14 @@ static float time_us(F&& f, int reps) {
   return median(ts);
 }
 
+// `batch` calls back to back between the events, time per call: the host work of a launch
+// (CUTLASS argument setup, the stream-K workspace memset) overlaps the previous call's kernels,
+// as it does in an XLA program; single-call timing adds it to every call.
+template <class F>
+static float time_us_batched(F&& f, int reps, int batch) {
+  return time_us([&] { for (int i = 0; i < batch; ++i) f(); }, reps) / batch;
+}
+
 // Every configuration (library + sm90_variants.cu) with 0 and 6 outlier columns (mode 0, bf16 out,
 // bias, gather included), plus a correctness check of each variant on an odd shape.
 
@@ -295,17 +331,24 @@ static void time_variants() {
   for (int cnt : {0, 6, 200}) {
     Problem P;
     make_problem(P, 1000, 2056, 640, 1, cnt, 9000 + cnt, true);
-    for (int which : {5, 6, 7, 8}) check_case(P, which, 1, true, true, (size_t)-1, "variant");
+    for (int which : {5, 6, 7, 8, 9}) check_case(P, which, 1, true, true, (size_t)-1, "variant");
+    for (int splits : {2, 3}) {
+      g_splits = splits;
+      check_case(P, 9, 1, true, true, (size_t)-1, splits == 2 ? "split2" : "split3");
+    }
+    g_splits = 0;
     free_problem(P);
   }
-  printf("== variants: timing (us, median; gather + GEMM; cN = N outlier columns)\n");
-  const int configs[] = {1, 2, 5, 6, 7, 8};
+  printf("== variants: timing (us, median of 20 batches of 10 back-to-back calls; gather + GEMM; cN = N outlier columns)\n");
+  const int configs[] = {1, 9, 5, 8, 2};
   printf("    M x    N x    K |");
   for (int w : configs) printf(" %-11s c0/c6 |", cname(w));
   printf("\n");
   struct S { int64_t m, n, k; };
-  for (S nk : {S{0, 20480, 5120}, S{0, 16384, 4096}, S{0, 5120, 20480}, S{0, 4096, 16384}}) {
-    for (int64_t m : {64, 128, 256, 512, 1024, 4096}) {
+  for (S nk : {S{0, 20480, 5120}, S{0, 16384, 4096}, S{0, 5120, 20480}, S{0, 4096, 16384}, S{0, 49152, 12288},
+               S{0, 12288, 49152}}) {
+    for (int64_t m : {32, 64, 128, 256, 512, 1024}) {
+      if (nk.n * nk.k > (int64_t{1} << 28) && m != 128 && m != 512) continue;  // the 600 MB weights: two sizes
       Problem P;
       make_problem(P, m, nk.n, nk.k, 1, 6, 4242, false);
       printf("%5lldx%5lldx%5lld |", (long long)m, (long long)nk.n, (long long)nk.k);
@@ -315,14 +358,77 @@ static void time_variants() {
           int cnt = c ? 6 : 0;
           CK(cudaMemcpy(P.count, &cnt, 4, cudaMemcpyHostToDevice));
           Int8GemmParams p = params_of(P, 1, true, true);
-          t[c] = time_us([&] { CK(run_cfg(w, p, 0)); }, m >= 1024 ? 20 : 50);
+          t[c] = time_us_batched([&] { CK(run_cfg(w, p, 0)); }, 20, 10);
         }
         printf(" %7.1f %7.1f |", t[0], t[1]);
+      }
+      // Stream-K kernel as plain split-K (6 outliers).
+      printf(" sk split 2/3/4/6:");
+      for (int splits : {2, 3, 4, 6}) {
+        g_splits = splits;
+        Int8GemmParams p = params_of(P, 1, true, true);
+        printf(" %7.1f", time_us_batched([&] { CK(run_cfg(9, p, 0)); }, 20, 10));
+        g_splits = 0;
       }
       printf("\n");
       fflush(stdout);
       free_problem(P);
     }
+  }
+}
+
+// Where the outlier epilogue's time goes in the 64x128 ping-pong kernel at prefill-sized m
+// (GEMM alone, gather not re-run; batched timing). With --ncu-pp: one c0 and one c6 launch of
+// 128x16384x4096 after warm-up, for a profiler (-k regex:GemmUniversal --launch-skip 6).
+static void pp_breakdown(bool ncu_only) {
+  struct S { int64_t m, n, k; };
+  if (ncu_only) {
+    Problem P;
+    make_problem(P, 128, 16384, 4096, 1, 6, 77, false);
+    Int8GemmParams p = params_of(P, 1, true, true);
+    for (int cnt : {0, 6}) {
+      CK(cudaMemcpy(P.count, &cnt, 4, cudaMemcpyHostToDevice));
+      for (int i = 0; i < 4; ++i) CK(run_cfg(1, p, 0));  // 3 warm-up + the profiled one
+    }
+    CK(cudaDeviceSynchronize());
+    free_problem(P);
+    return;
+  }
+  printf("== pp64x128 outlier breakdown (us, GEMM alone): plain | c0 | c6 | c6 no-arith | c6 no-staging | c6 tensor | gather alone\n");
+  for (S s : {S{64, 16384, 4096}, S{128, 16384, 4096}, S{128, 4096, 16384}, S{128, 20480, 5120}, S{128, 5120, 20480},
+              S{256, 16384, 4096}}) {
+    Problem P;
+    make_problem(P, s.m, s.n, s.k, 1, 6, 77, false);
+    Int8GemmParams p = params_of(P, 1, true, true);
+    CK(run_cfg(1, p, 0));  // fills xo / wo
+    g_skip_gather = true;
+    auto t = [&](int which, int cnt, int diag, int mode) {
+      CK(cudaMemcpy(P.count, &cnt, 4, cudaMemcpyHostToDevice));
+      g_diag = diag;
+      g_mode = mode;
+      float r = time_us_batched([&] { CK(run_cfg(which, p, 0)); }, 20, 10);
+      g_diag = 0;
+      g_mode = 0;
+      return r;
+    };
+    float plain = t(3, 0, 0, 0), c0 = t(1, 0, 0, 0), c6 = t(1, 6, 0, 0), c6n = t(1, 6, 1, 0), c6s = t(1, 6, 2, 0);
+    g_skip_gather = false;
+    CK(run_cfg(1, p, 0));
+    g_mode = 1;
+    CK(run_cfg(1, p, 0));  // mode-1 operands
+    g_skip_gather = true;
+    float c6t = t(1, 6, 0, 1);
+    g_skip_gather = false;
+    int c6v = 6;
+    CK(cudaMemcpy(P.count, &c6v, 4, cudaMemcpyHostToDevice));
+    float tg = time_us_batched([&] {
+      CK(sm90::launch_gather_outliers(p, 128, static_cast<float*>(P.ws),
+                                      reinterpret_cast<float*>(static_cast<char*>(P.ws) + (P.m * 128 * 4 + 255) / 256 * 256), 0, 0));
+    }, 20, 10);
+    printf("%5lldx%5lldx%5lld | %7.1f | %7.1f | %7.1f | %7.1f | %7.1f | %7.1f | %6.1f\n", (long long)s.m, (long long)s.n,
+           (long long)s.k, plain, c0, c6, c6n, c6s, c6t, tg);
+    fflush(stdout);
+    free_problem(P);
   }
 }
 
@@ -332,6 +438,8 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[i], "--no-check")) do_check = false;
     if (!strcmp(argv[i], "--no-time")) do_time = false;
     if (!strcmp(argv[i], "--variants")) do_variants = true;
+    if (!strcmp(argv[i], "--pp-breakdown")) { pp_breakdown(false); return 0; }
+    if (!strcmp(argv[i], "--ncu-pp")) { pp_breakdown(true); return 0; }
   }
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));

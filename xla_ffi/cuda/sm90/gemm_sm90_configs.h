@@ -35,6 +35,11 @@ struct GemmArgs {
   int raster = 0;
   int diag = 0;  // benchmarks only (see OutlierParams::diag)
   int outlier_mode = 0;  // 0 exact (CUDA cores, CPU order), 1 tensor cores (see OutlierParams::mode)
+  // CUTLASS's own workspace (stream-K partial accumulators and barrier flags); the launch fails
+  // with cudaErrorNotSupported when the configuration needs more than gemm_workspace_bytes.
+  void* gemm_workspace = nullptr;
+  size_t gemm_workspace_bytes = 0;
+  int splits = 0;  // stream-K configurations only: > 1 = plain split-K with this many splits
 };
 
 // Tile configurations.

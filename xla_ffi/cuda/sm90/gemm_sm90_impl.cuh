@@ -141,7 +141,8 @@ struct LLMInt8Node {
     // because the kernel is launched in stream order after the gather kernel; with programmatic
     // dependent launch this read would have to move after griddepcontrol.wait.
     if constexpr (kOutliers) {
-      if (params.count != nullptr) count = *params.count;
+      // Clamped to [0, k]: a malformed count must not read past the index list.
+      if (params.count != nullptr) count = static_cast<int>(min(max(int64_t{*params.count}, int64_t{0}), params.k));
     }
 #endif
   }
@@ -352,6 +353,7 @@ struct LLMInt8Node {
           const int64_t k = params.k;
           for (int t = ld; t < cnt; ++t) {
             const int col = __ldg(params.idx + t);
+            if (col < 0 || col >= k) continue;  // malformed index: no contribution, no stray read
             CUTLASS_PRAGMA_UNROLL
             for (int j = 0; j < E; ++j) {
               const float xv = load_x_value(params.x, params.x_type, static_cast<int64_t>(mm[j]) * k + col);
@@ -403,6 +405,7 @@ struct CoopConfig {
   using ClusterShape = Shape<_2, _1, _1>;
   using KernelSchedule = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
   using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecializedCooperative;
+  using Scheduler = cutlass::gemm::PersistentScheduler;
 };
 
 // Ping-pong kernels: one warp group's epilogue runs under the other's mainloop.
@@ -412,6 +415,7 @@ struct PingpongConfigT {
   using ClusterShape = Shape<Int<CM>, _1, _1>;
   using KernelSchedule = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
   using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecialized;
+  using Scheduler = cutlass::gemm::PersistentScheduler;
 };
 
 // m <= 512.
@@ -451,12 +455,13 @@ struct Int8GemmKernel {
       typename Config::KernelSchedule>::CollectiveOp;
 
   using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, CollectiveMainloop,
-                                                      CollectiveEpilogue, cutlass::gemm::PersistentScheduler>;
+                                                      CollectiveEpilogue, typename Config::Scheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
 
+// The CUTLASS arguments of one call (pointers may be null when only sizes are needed).
 template <class Config, class ElementD, bool kOutliers>
-cudaError_t run_int8_gemm(const GemmArgs& a, cudaStream_t stream) {
+typename Int8GemmKernel<Config, ElementD, kOutliers>::Gemm::Arguments make_arguments(const GemmArgs& a) {
   using K = Int8GemmKernel<Config, ElementD, kOutliers>;
   using Gemm = typename K::Gemm;
   using StrideA = typename Gemm::GemmKernel::StrideA;
@@ -510,11 +515,36 @@ cudaError_t run_int8_gemm(const GemmArgs& a, cudaStream_t stream) {
 
   if (a.swizzle > 0) args.scheduler.max_swizzle_size = a.swizzle;
   if (a.raster > 0) args.scheduler.raster_order = static_cast<decltype(args.scheduler.raster_order)>(a.raster);
+  if constexpr (std::is_same_v<typename Config::Scheduler, cutlass::gemm::StreamKScheduler>) {
+    using SchedulerParams = cutlass::gemm::kernel::detail::PersistentTileSchedulerSm90StreamKParams;
+    using Reduction = SchedulerParams::ReductionMode;
+    using Decomposition = SchedulerParams::DecompositionMode;
+    args.scheduler.reduction_mode = Reduction::Nondeterministic;  // int32 sums: order-free
+    if (a.splits > 1) {
+      args.scheduler.splits = a.splits;
+      args.scheduler.decomposition_mode = Decomposition::SplitK;
+    }
+  }
+  return args;
+}
 
+// Device workspace the configuration needs for this problem (stream-K partials; 0 otherwise).
+template <class Config, class ElementD, bool kOutliers>
+size_t gemm_workspace_bytes(const GemmArgs& a) {
+  using Gemm = typename Int8GemmKernel<Config, ElementD, kOutliers>::Gemm;
+  return Gemm::get_workspace_size(make_arguments<Config, ElementD, kOutliers>(a));
+}
+
+template <class Config, class ElementD, bool kOutliers>
+cudaError_t run_int8_gemm(const GemmArgs& a, cudaStream_t stream) {
+  using Gemm = typename Int8GemmKernel<Config, ElementD, kOutliers>::Gemm;
+  auto args = make_arguments<Config, ElementD, kOutliers>(a);
   Gemm gemm;
   if (gemm.can_implement(args) != cutlass::Status::kSuccess) return cudaErrorNotSupported;
-  if (Gemm::get_workspace_size(args) != 0) return cudaErrorNotSupported;  // persistent, no split-K: 0
-  cutlass::Status st = gemm.initialize(args, nullptr, stream);
+  const size_t need = Gemm::get_workspace_size(args);
+  if (need > a.gemm_workspace_bytes || (need > 0 && a.gemm_workspace == nullptr)) return cudaErrorNotSupported;
+  // initialize() also clears the stream-K barrier flags (cudaMemsetAsync on `stream`).
+  cutlass::Status st = gemm.initialize(args, need > 0 ? a.gemm_workspace : nullptr, stream);
   if (st != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
   st = gemm.run(stream);
   if (st != cutlass::Status::kSuccess) {
@@ -530,5 +560,13 @@ cudaError_t run_int8_gemm(const GemmArgs& a, cudaStream_t stream) {
   namespace jaxint8::cuda::sm90 {                                                     \
   cudaError_t name(const GemmArgs& a, cudaStream_t stream) {                          \
     return run_int8_gemm<Config, ElementD, kOutliers>(a, stream);                     \
+  }                                                                                   \
+  }
+
+// The workspace query of a configuration (the size does not depend on the output type).
+#define JAXINT8_SM90_DEFINE_WORKSPACE(name, Config)                                   \
+  namespace jaxint8::cuda::sm90 {                                                     \
+  size_t name(const GemmArgs& a) {                                                    \
+    return gemm_workspace_bytes<Config, cutlass::bfloat16_t, true>(a);                \
   }                                                                                   \
   }
