@@ -4,6 +4,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "cuda/sm90/gemm_sm90_configs.h"
 
@@ -32,11 +33,26 @@ __device__ __forceinline__ float load_x_elem(const void* x, int x_type, int64_t 
 // 4.3 us at 128 x 16384 and 13.7 us at 128 x 49152 (H100, layer benchmark).
 constexpr int kGatherThreads = 256;
 
+// Stores the staged operands with L2 priority evict_last (keep_in_l2) so that the GEMM's weight
+// stream, which passes more than L2 through before the epilogue reads them, does not evict them
+// (ncu, 128x16384x4096 with 6 outliers: the epilogue's staging loads were its largest stall).
+__device__ __forceinline__ void store_staged(float* dst, const float (&v)[4], bool keep_in_l2) {
+  if (keep_in_l2) {
+    uint64_t policy;
+    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
+    asm volatile("st.global.L2::cache_hint.v4.f32 [%0], {%1, %2, %3, %4}, %5;" ::"l"(dst), "f"(v[0]), "f"(v[1]),
+                 "f"(v[2]), "f"(v[3]), "l"(policy)
+                 : "memory");
+  } else {
+    *reinterpret_cast<float4*>(dst) = make_float4(v[0], v[1], v[2], v[3]);
+  }
+}
+
 __global__ void __launch_bounds__(kGatherThreads) gather_outliers_kernel(
     const void* __restrict__ x, int x_type, const int8_t* __restrict__ wq,
     const float* __restrict__ col_scale, const int32_t* __restrict__ idx,
     const int32_t* __restrict__ count, int64_t m, int64_t n, int64_t k, int ld, int mode,
-    float* __restrict__ xo, float* __restrict__ wo) {
+    bool keep_in_l2, float* __restrict__ xo, float* __restrict__ wo) {
   __shared__ int s_idx[kInt8GemmSm90OutlierCap];
   const int cnt = *count;
   const int stored = static_cast<int>(min(static_cast<int64_t>(ld), k));
@@ -61,7 +77,7 @@ __global__ void __launch_bounds__(kGatherThreads) gather_outliers_kernel(
         const int c = t0 + i < used ? s_idx[t0 + i] : -1;
         v[i] = c >= 0 ? load_x_elem(x, x_type, r * k + c) : 0.0f;
       }
-      *reinterpret_cast<float4*>(xo + r * ld + t0) = make_float4(v[0], v[1], v[2], v[3]);
+      store_staged(xo + r * ld + t0, v, keep_in_l2);
     } else {
       const int64_t j = r - m;
       const float s = col_scale[j] / 127.0f;  // dequantize_weight: q * (col_scale / 127)
@@ -71,7 +87,7 @@ __global__ void __launch_bounds__(kGatherThreads) gather_outliers_kernel(
         const float q = c >= 0 ? static_cast<float>(wq[j * k + c]) : 0.0f;
         v[i] = mode == 1 ? q : q * s;
       }
-      *reinterpret_cast<float4*>(wo + j * ld + t0) = make_float4(v[0], v[1], v[2], v[3]);
+      store_staged(wo + j * ld + t0, v, keep_in_l2);
     }
   }
 }
@@ -96,9 +112,14 @@ cudaError_t launch_gather_outliers(const Int8GemmParams& p, int ld, float* xo, f
   // Sized for up to 8 outliers (2 quads per row, one pass); more loop over the grid.
   const int64_t items = (p.m + p.n) * std::min(2, ld / 4);
   const int64_t blocks = std::min<int64_t>((items + kGatherThreads - 1) / kGatherThreads, int64_t{1} << 20);
+  // JAXINT8_GATHER_EVICT_LAST=0 (environment, read once): plain stores, for measurements.
+  static const bool keep_in_l2 = [] {
+    const char* v = std::getenv("JAXINT8_GATHER_EVICT_LAST");
+    return v == nullptr || std::atoi(v) != 0;
+  }();
   gather_outliers_kernel<<<static_cast<unsigned>(blocks), kGatherThreads, 0, stream>>>(
       p.x, static_cast<int>(p.x_type), p.wq, p.col_scale, p.outlier_idx, p.outlier_count, p.m, p.n,
-      p.k, ld, mode, xo, wo);
+      p.k, ld, mode, keep_in_l2, xo, wo);
   return cudaGetLastError();
 }
 
