@@ -15,13 +15,7 @@ using VariantConfig = PingpongConfigT<64, 256, 1>;
 // (16384->4096 at 128 tokens: 64 ping-pong tiles for 132 SMs) stream the weight with every SM.
 // Partial int32 sums meet in CUTLASS's workspace (exact, so the non-deterministic reduction is used).
 // Measured slower than the 64x128 ping-pong kernel at 128 tokens on 5 of 6 layer shapes.
-struct VariantConfig {
-  using TileShape = Shape<_128, _128, _128>;
-  using ClusterShape = Shape<_1, _1, _1>;
-  using KernelSchedule = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
-  using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecializedCooperative;
-  using Scheduler = cutlass::gemm::StreamKScheduler;
-};
+using VariantConfig = CooperativeConfigT<128, 128, 1, cutlass::gemm::StreamKScheduler>;
 #else
 // The library's ping-pong tile with a 2x1 cluster: the weight tile is multicast to both M tiles,
 // so at 65-128 tokens the weight is read from memory once instead of twice.

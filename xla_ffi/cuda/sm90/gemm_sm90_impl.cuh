@@ -400,13 +400,18 @@ struct LLMInt8Node {
 
 // ------------------------------------------------------------------------ kernel assembly
 
-struct CoopConfig {
-  using TileShape = Shape<_128, _256, _128>;
-  using ClusterShape = Shape<_2, _1, _1>;
+// Cooperative kernels: both warp groups share each tile (mainloop and epilogue).
+template <int TM, int TN, int CM, class SchedulerTag = cutlass::gemm::PersistentScheduler>
+struct CooperativeConfigT {
+  using TileShape = Shape<Int<TM>, Int<TN>, _128>;
+  using ClusterShape = Shape<Int<CM>, _1, _1>;
   using KernelSchedule = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
   using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecializedCooperative;
-  using Scheduler = cutlass::gemm::PersistentScheduler;
+  using Scheduler = SchedulerTag;
 };
+
+// m > 512 with at least two waves of tiles.
+using CoopConfig = CooperativeConfigT<128, 256, 2>;
 
 // Ping-pong kernels: one warp group's epilogue runs under the other's mainloop.
 template <int TM, int TN, int CM>
