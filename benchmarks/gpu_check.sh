@@ -11,7 +11,8 @@
 #   BENCH_ARGS="--tokens 1,16"           extra arguments for benchmarks/layer.py
 #   MODEL_ARGS="--configs 13b"           extra arguments for benchmarks/model.py
 #   TEST_PATHS="default tiled skinny"    GEMM paths the GPU tests run with ("mma" / "dp4a": the
-#                                        skinny path with JAXINT8_DECODE_KERNEL forced)
+#                                        skinny path with JAXINT8_DECODE_KERNEL forced; "fusedq":
+#                                        the fused quantization kernel at every prefill size)
 #   TIMELINE_ARGS="--tokens 1,128"       arguments for benchmarks/timeline.py (phase "timeline":
 #                                        kernel time vs wall time per call, with XLA's command
 #                                        buffers on (default) and off)
@@ -57,6 +58,9 @@ if has test; then
     log="$OUT/test-$path.log"
     if [ "$path" = default ]; then
       env -u JAXINT8_GEMM_PATH $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -s ${TEST_K:+-k "$TEST_K"} >"$log" 2>&1
+    elif [ "$path" = fusedq ]; then  # the fused quantization kernel for every prefill size
+      JAXINT8_FUSED_QUANT=1000000000000 JAXINT8_TEST_CASES=120 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+        -k "random or model_shapes or fused or chain or nan" >"$log" 2>&1
     elif [ "$path" = mma ] || [ "$path" = dp4a ]; then  # the skinny path with one decode kernel forced
       JAXINT8_GEMM_PATH=skinny JAXINT8_DECODE_KERNEL=$path JAXINT8_TEST_CASES=120 $PY -m pytest -q -p no:cacheprovider \
         tests/test_cuda.py -k "random or model_shapes or all_outliers or chain or group or fused" >"$log" 2>&1

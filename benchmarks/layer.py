@@ -23,7 +23,9 @@ unquantized inputs, on DESIGN §1 data (x ~ N(0,1) with 6 outlier columns of mag
 w ~ N(0, 0.02)).
 
 From the same trace, jaxint8's time per call splits into the quantization kernels (``quant``:
-column absmax + row pass) and the GEMM (``gemm``), so misses can be attributed.
+column absmax + row pass, or the fused quantization kernel at 17-512 tokens, which also stages
+the outliers) and the GEMM (``gemm``: the sm90 outlier gather, when it runs, + the GEMM), so
+misses can be attributed; ``jaxint8_kernels`` in the JSON has every kernel's time.
 
 Usage: python benchmarks/layer.py [--quick] [--shapes 5120x20480,...] [--tokens 1,16]
        [--out benchmarks/results/layer-<device>-<date>.json]
@@ -115,7 +117,7 @@ def make_data(h, o, s, r, key):
     return xs, w
 
 
-QUANT_KERNELS = ("column_absmax", "quantize_rows", "memset", "Memset")
+QUANT_KERNELS = ("column_absmax", "quantize_rows", "quantize_fused", "memset", "Memset")
 
 
 def bench_case(h, o, s, reps, methods, calls=None):

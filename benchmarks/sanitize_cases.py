@@ -3,8 +3,9 @@
 Runs every kernel family once on small odd shapes (and one tile-sized case): column absmax
 (direct and split/atomic), quantize rows (vector and scalar paths), skinny GEMM (aligned and
 generic, 1 and 2 token groups), tiled mma.sync GEMM (with M/N/K tails, outlier chunks > 32),
-and the sm90 GEMM when built. Decode-sized cases (<= 16 tokens) also run the fused target,
-whose kernels are chained by programmatic dependent launch on Hopper; GROUP_CASES run the grouped
+and the sm90 GEMM when built. Every case also runs the fused target: at decode sizes (<= 16
+tokens) its kernels are chained by programmatic dependent launch on Hopper, at 17-512 tokens it
+quantizes in one cooperative kernel that also stages the sm90 GEMM's outliers; GROUP_CASES run the grouped
 target (one skinny launch over several weights at decode sizes, one GEMM per weight above). Run
 with XLA_PYTHON_CLIENT_ALLOCATOR=platform so every XLA buffer is its own cudaMalloc allocation and
 out-of-bounds accesses are visible.
@@ -38,6 +39,9 @@ CASES = [  # (s, h, o, dtype, threshold)
     (1, 4096, 1000, jnp.bfloat16, 6.0),  # dp4a GEMV, two K slices per row, partial last block
     (1, 2064, 77, jnp.float16, 1e-3),    # dp4a GEMV, all columns outliers (rounds of 32), K tail
     (1, 16384, 40, jnp.float32, 6.0),    # dp4a GEMV, four K slices per row
+    (128, 4096, 264, jnp.bfloat16, 6.0), # fused prefill quantization + staging (sm90)
+    (40, 24, 40, jnp.float16, 6.0),      # fused prefill quantization, narrow strips, no staging
+    (64, 1024, 136, jnp.float32, 1e-3),  # fused prefill, all columns outliers (> staged 128)
 ]
 GROUP_CASES = [  # (s, h, outs, dtype, threshold)
     (1, 100, (37, 16, 16), jnp.bfloat16, 6.0),   # generic skinny (odd k), three weights
@@ -58,7 +62,7 @@ def main():
         wq, ws = quantize_weight_np(0.02 * rng.standard_normal((h, o)))
         bias = rng.standard_normal(o).astype(np.float32)
         args = jax.device_put((jnp.asarray(x, dt), jnp.asarray(wq), jnp.asarray(ws), jnp.asarray(bias)), gpu)
-        for name, op in [("chain", pipeline)] + ([("fused", fused)] if s <= 16 else []):
+        for name, op in [("chain", pipeline), ("fused", fused)]:
             out = op(*args, threshold=thr, out_dtype=dt)
             jax.block_until_ready(out)
             print(f"case {name} s={s} h={h} o={o} {jnp.dtype(dt).name} thr={thr}: count={int(out[4])} "

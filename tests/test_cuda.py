@@ -344,17 +344,9 @@ def test_cuda_chain_in_one_program(s, target):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
 
 
-# The fused target at decode sizes (the early-launch chain on Hopper): every output, the
-# intermediate ones included, equals the three-call chain's bit for bit, over outlier counts
-# 0 .. all (more than the epilogue's 32-column chunk), leading batch dims, one to eight tokens and
-# rows up to 32768 wide (and one two-token-group case). (These cases also covered the single-kernel decode experiment, see
-# docs/kernels.md.)
-@pytest.mark.parametrize("lead,s,h,o,n_out,dtype", [
-    ((), 1, 4096, 520, 6, BF16), ((), 1, 20480, 96, 40, BF16), ((), 1, 32768, 33, 6, F16),
-    ((), 2, 16384, 64, 0, F32), ((), 3, 1024, 77, 1024, F32), ((), 4, 8192, 130, 70, F16),
-    ((), 8, 4096, 48, 6, BF16), ((), 8, 5120, 40, 6, BF16), ((), 5, 16, 24, 16, F32),
-    ((2, 3), 2, 512, 40, 3, BF16), ((), 13, 4096, 72, 6, BF16)])
-def test_cuda_fused_decode_sizes(lead, s, h, o, n_out, dtype):
+def check_fused_case(lead, s, h, o, n_out, dtype):
+    """The fused target == the three-call chain (every output, bit for bit) == the CPU handlers,
+    with n_out planted outlier columns whose every element has |x| >= 20."""
     rng = np.random.default_rng(s * 131 + h + o + n_out)
     x = rng.standard_normal(lead + (s, h)).astype(np.float32)
     cols = rng.choice(h, size=n_out, replace=False)
@@ -370,6 +362,36 @@ def test_cuda_fused_decode_sizes(lead, s, h, o, n_out, dtype):
         assert_same(rc, rg, dtype, what)
         assert_fused_same(*args, thr, dtype, rg, what)
         assert (rg[4] == (n_out if thr > 0 else 0)).all(), what
+
+
+# The fused target at decode sizes (the early-launch chain on Hopper): every output, the
+# intermediate ones included, equals the three-call chain's bit for bit, over outlier counts
+# 0 .. all (more than the epilogue's 32-column chunk), leading batch dims, one to eight tokens and
+# rows up to 32768 wide (and one two-token-group case). (These cases also covered the single-kernel decode experiment, see
+# docs/kernels.md.)
+@pytest.mark.parametrize("lead,s,h,o,n_out,dtype", [
+    ((), 1, 4096, 520, 6, BF16), ((), 1, 20480, 96, 40, BF16), ((), 1, 32768, 33, 6, F16),
+    ((), 2, 16384, 64, 0, F32), ((), 3, 1024, 77, 1024, F32), ((), 4, 8192, 130, 70, F16),
+    ((), 8, 4096, 48, 6, BF16), ((), 8, 5120, 40, 6, BF16), ((), 5, 16, 24, 16, F32),
+    ((2, 3), 2, 512, 40, 3, BF16), ((), 13, 4096, 72, 6, BF16)])
+def test_cuda_fused_decode_sizes(lead, s, h, o, n_out, dtype):
+    check_fused_case(lead, s, h, o, n_out, dtype)
+
+
+# The fused target at prefill sizes (17+ tokens, one batch element, rows a multiple of 8, up to
+# 128 x 12288 elements by default): one cooperative quantization kernel that also stages the sm90
+# GEMM's outlier operands. Counts 0, 6, more than the staged 128 columns, and all; rows from 8
+# columns (one narrow strip) to 12288 (1024-thread blocks from 8192); more rows than the kernel
+# has blocks; a leading batch dim and the larger cases take the chain instead, unless
+# JAXINT8_FUSED_QUANT raises the limit (benchmarks/gpu_check.sh, TEST_PATHS=fusedq).
+@pytest.mark.parametrize("lead,s,h,o,n_out,dtype", [
+    ((), 17, 4096, 256, 6, BF16), ((), 128, 4096, 1024, 6, BF16), ((), 128, 16384, 512, 6, F16),
+    ((), 512, 5120, 264, 6, F32), ((), 300, 1024, 136, 0, BF16), ((), 64, 2048, 128, 200, BF16),
+    ((), 33, 8, 16, 8, F32), ((), 40, 24, 40, 3, F16), ((), 100, 49152, 64, 6, BF16),
+    ((), 100, 12288, 64, 6, BF16), ((), 128, 8192, 264, 40, F16),
+    ((), 500, 256, 24, 256, BF16), ((2,), 64, 1024, 64, 6, BF16)])
+def test_cuda_fused_prefill_sizes(lead, s, h, o, n_out, dtype):
+    check_fused_case(lead, s, h, o, n_out, dtype)
 
 
 # The grouped target (q/k/v on one quantized x): on the GPU its outputs equal one fused call per

@@ -108,20 +108,38 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-// kernel<<<grid, block, 0, stream>>>(args...), as a programmatic dependent launch when pdl.
+// kernel<<<grid, block, 0, stream>>>(args...) with the launch attributes attrs[0, n).
 template <typename... Params, typename... Args>
-cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, bool pdl,
-                          Args&&... args) {
+cudaError_t launch_with_attributes(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream,
+                                   cudaLaunchAttribute* attrs, unsigned n, Args&&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.stream = stream;
+  cfg.attrs = attrs;
+  cfg.numAttrs = n;
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+// kernel<<<grid, block, 0, stream>>>(args...), as a programmatic dependent launch when pdl.
+template <typename... Params, typename... Args>
+cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, bool pdl,
+                          Args&&... args) {
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+  return launch_with_attributes(kernel, grid, block, stream, attr, pdl ? 1 : 0, std::forward<Args>(args)...);
+}
+
+// A cooperative launch: every block resident at once (the grid must fit the device; the launch
+// fails otherwise), so the kernel may synchronize the grid (cooperative_groups::this_grid().sync()).
+template <typename... Params, typename... Args>
+cudaError_t launch_cooperative_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream,
+                                      Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeCooperative;
+  attr[0].val.cooperative = 1;
+  return launch_with_attributes(kernel, grid, block, stream, attr, 1, std::forward<Args>(args)...);
 }
 
 #define JAXINT8_CUDA_RETURN_IF_ERROR(expr)        \

@@ -29,6 +29,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -210,60 +211,64 @@ ffi::Error QuantizeRows(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer co
                           /*pdl=*/false);
 }
 
+// The matmul target's buffers (the fused targets' intermediate results among them).
+struct MatmulBuffers {
+  ffi::AnyBuffer xq, row_scale, x, outlier_idx, outlier_count, wq, w_scale, bias, y;
+};
+
+// The checked shapes of a matmul call and the workspace of its sm90 GEMMs.
+struct MatmulPlan {
+  ActivationShape sh;
+  int64_t o = 0;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+
 // The GEMM problem of batch element b (buffers already checked by check_int8_matmul).
-Int8GemmParams gemm_params(const ffi::AnyBuffer& xq, const ffi::AnyBuffer& row_scale,
-                           const ffi::AnyBuffer& x, const ffi::AnyBuffer& outlier_idx,
-                           const ffi::AnyBuffer& outlier_count, const ffi::AnyBuffer& wq,
-                           const ffi::AnyBuffer& w_scale, const ffi::AnyBuffer& bias,
-                           ffi::AnyBuffer y, const ActivationShape& sh, int64_t o, int64_t b) {
-  const FloatType xt = float_type(x.element_type()), yt = float_type(y.element_type());
+Int8GemmParams gemm_params(const MatmulBuffers& m, const MatmulPlan& plan, int64_t b) {
+  const ActivationShape& sh = plan.sh;
+  const FloatType xt = float_type(m.x.element_type()), yt = float_type(m.y.element_type());
   Int8GemmParams p;
   p.m = sh.s;
-  p.n = o;
+  p.n = plan.o;
   p.k = sh.h;
-  p.xq = xq.typed_data<int8_t>() + b * sh.s * sh.h;
-  p.wq = wq.typed_data<int8_t>();
-  p.row_scale = row_scale.typed_data<float>() + b * sh.s;
-  p.col_scale = w_scale.typed_data<float>();
-  p.bias = bias.element_count() ? bias.typed_data<float>() : nullptr;
-  p.x = static_cast<const char*>(x.untyped_data()) + b * sh.s * sh.h * float_bytes(xt);
+  p.xq = m.xq.typed_data<int8_t>() + b * sh.s * sh.h;
+  p.wq = m.wq.typed_data<int8_t>();
+  p.row_scale = m.row_scale.typed_data<float>() + b * sh.s;
+  p.col_scale = m.w_scale.typed_data<float>();
+  p.bias = m.bias.element_count() ? m.bias.typed_data<float>() : nullptr;
+  p.x = static_cast<const char*>(m.x.untyped_data()) + b * sh.s * sh.h * float_bytes(xt);
   p.x_type = xt;
-  p.outlier_idx = outlier_idx.typed_data<int32_t>() + b * sh.h;
-  p.outlier_count = outlier_count.typed_data<int32_t>() + b;
-  p.y = static_cast<char*>(y.untyped_data()) + b * sh.s * o * float_bytes(yt);
+  p.outlier_idx = m.outlier_idx.typed_data<int32_t>() + b * sh.h;
+  p.outlier_count = m.outlier_count.typed_data<int32_t>() + b;
+  p.y = static_cast<char*>(m.y.untyped_data()) + b * sh.s * plan.o * float_bytes(yt);
   p.y_type = yt;
+  p.workspace = plan.workspace;
+  p.workspace_bytes = plan.workspace_bytes;
   return p;
 }
 
-// The matmul target's work; pdl: the stream's previous kernel is the row pass (early launch).
-ffi::Error RunInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator& scratch, ffi::AnyBuffer xq,
-                         ffi::AnyBuffer row_scale, ffi::AnyBuffer x, ffi::AnyBuffer outlier_idx,
-                         ffi::AnyBuffer outlier_count, ffi::AnyBuffer wq, ffi::AnyBuffer w_scale,
-                         ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> y, bool pdl) {
-  ActivationShape sh;
-  int64_t o = 0;
-  JAXINT8_RETURN_IF_ERROR(check_int8_matmul(xq, row_scale, x, outlier_idx, outlier_count, wq,
-                                            w_scale, bias, *y, &sh, &o));
-
-  const DeviceInfo dev = device_info();
-  // Workspace for the sm90 path (compact outlier operands). The batch elements run one after
-  // the other on one stream, so they share it. Without it the sm90 path is still correct, but
-  // reads the outliers directly from x / wq (measured 3-8x slower GEMM with 6 outliers).
-  void* workspace = nullptr;
-  size_t workspace_bytes = 0;
+// Checks the matmul buffers and gets the workspace of the sm90 path (compact outlier operands).
+// The batch elements run one after the other on one stream, so they share it. Without it the
+// sm90 path is still correct, but reads the outliers directly from x / wq (measured 3-8x slower
+// GEMM with 6 outliers).
+ffi::Error PlanInt8Matmul(ffi::ScratchAllocator& scratch, const MatmulBuffers& m, MatmulPlan* plan) {
+  JAXINT8_RETURN_IF_ERROR(check_int8_matmul(m.xq, m.row_scale, m.x, m.outlier_idx, m.outlier_count,
+                                            m.wq, m.w_scale, m.bias, m.y, &plan->sh, &plan->o));
 #ifdef JAXINT8_WITH_SM90
-  if (dev.cc_major == 9 && sh.s > kSkinnyMaxTokens && forced_path() != ForcedPath::kTiled &&
+  const DeviceInfo dev = device_info();
+  if (dev.cc_major == 9 && plan->sh.s > kSkinnyMaxTokens && forced_path() != ForcedPath::kTiled &&
       forced_path() != ForcedPath::kSkinny) {
-    const size_t want = int8_gemm_sm90_workspace_bytes(sh.s, o, sh.h);
+    const size_t want = int8_gemm_sm90_workspace_bytes(plan->sh.s, plan->o, plan->sh.h);
     if (want > 0) {
       const char* source = "XLA scratch";
       if (auto mem = scratch.Allocate(want, 256); mem.has_value() && *mem != nullptr) {
-        workspace = *mem;
+        plan->workspace = *mem;
       } else {
-        workspace = persistent_workspace(want);
-        source = workspace ? "persistent buffer" : "none";
+        plan->workspace = persistent_workspace(want);
+        source = plan->workspace ? "persistent buffer" : "none";
       }
-      workspace_bytes = workspace ? want : 0;
+      plan->workspace_bytes = plan->workspace ? want : 0;
       static bool logged = false;
       if (!logged && std::getenv("JAXINT8_DEBUG")) {
         logged = true;
@@ -271,12 +276,20 @@ ffi::Error RunInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator& scratch, ff
       }
     }
   }
+#else
+  (void)scratch;
 #endif
-  for (int64_t b = 0; b < sh.nb; ++b) {
-    Int8GemmParams p = gemm_params(xq, row_scale, x, outlier_idx, outlier_count, wq, w_scale, bias,
-                                   *y, sh, o, b);
-    p.workspace = workspace;
-    p.workspace_bytes = workspace_bytes;
+  return ffi::Error::Success();
+}
+
+// The GEMMs of a planned matmul. pdl: the stream's previous kernel is the row pass (early
+// launch); staged: the fused quantization kernel already staged batch element 0's outliers.
+ffi::Error LaunchInt8Matmul(cudaStream_t stream, const MatmulBuffers& m, const MatmulPlan& plan,
+                            bool pdl, bool staged) {
+  const DeviceInfo dev = device_info();
+  for (int64_t b = 0; b < plan.sh.nb; ++b) {
+    Int8GemmParams p = gemm_params(m, plan, b);
+    p.outliers_staged = staged && b == 0;
     cudaError_t err = run_gemm(p, dev, stream, pdl && b == 0);
     if (err != cudaSuccess) return cuda_error(err, "int8_matmul");
   }
@@ -287,34 +300,81 @@ ffi::Error Int8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::A
                       ffi::AnyBuffer x, ffi::AnyBuffer outlier_idx, ffi::AnyBuffer outlier_count,
                       ffi::AnyBuffer wq, ffi::AnyBuffer w_scale, ffi::AnyBuffer bias,
                       ffi::Result<ffi::AnyBuffer> y) {
-  return RunInt8Matmul(stream, scratch, xq, row_scale, x, outlier_idx, outlier_count, wq,
-                       w_scale, bias, y, /*pdl=*/false);
+  const MatmulBuffers m{xq, row_scale, x, outlier_idx, outlier_count, wq, w_scale, bias, *y};
+  MatmulPlan plan;
+  JAXINT8_RETURN_IF_ERROR(PlanInt8Matmul(scratch, m, &plan));
+  return LaunchInt8Matmul(stream, m, plan, /*pdl=*/false, /*staged=*/false);
+}
+
+// The fused quantization kernel runs for 17+ tokens up to this many activation elements per
+// call, the chain (column pass, row pass, gather) above: the single kernel saves launch and drain
+// latency where the activation is small, but has fewer loads in flight per row than the row
+// pass (H100, 6 outliers, fused vs chain: 4096->16384 at 128 tokens 10.4 vs 12.7 us, 12288->49152
+// 24.1 vs 25.4; 16384->4096 at 128 tokens 15.4 vs 15.2, 49152->12288 34.4 vs 30.9; 4096->16384
+// at 512 tokens 17.0 vs 16.7, 16384->4096 at 512 tokens 38.7 vs 28.0). JAXINT8_FUSED_QUANT=
+// <elements> (environment, read once) overrides the limit, 0 turns the kernel off.
+int64_t fused_quant_max_elements() {
+  static const int64_t v = [] {
+    const char* e = std::getenv("JAXINT8_FUSED_QUANT");
+    return e ? std::atoll(e) : int64_t{128} * 12288;
+  }();
+  return v;
 }
 
 // Both quantization passes of the fused targets (the column pass skipped, col_amax zero, when
-// threshold <= 0). Sets *pdl when the GEMM that follows may launch early: for decode-sized
-// inputs on Hopper the kernels are chained with programmatic dependent launch (each launches
-// while the previous one runs and waits for its results on the device), so the launch gaps and
-// the GEMM's first weight loads overlap the quantization. JAXINT8_PDL=0 (environment, read once)
-// turns this off, for measurements.
+// threshold <= 0). For small prefills (one batch element, more than kSkinnyMaxTokens tokens, at
+// most fused_quant_max_elements(), aligned rows) they run as one cooperative kernel; when `staging`
+// is given (ld > 0) that kernel also stages the sm90 GEMM's outlier operands and *staged is
+// set. Sets *pdl when the GEMM that follows may launch early: for decode-sized inputs on Hopper
+// the kernels are chained with programmatic dependent launch (each launches while the previous
+// one runs and waits for its results on the device), so the launch gaps and the GEMM's first
+// weight loads overlap the quantization. JAXINT8_PDL=0 (environment, read once) turns this off,
+// for measurements.
 ffi::Error QuantizeForMatmul(cudaStream_t stream, ffi::AnyBuffer x,
                              ffi::Result<ffi::AnyBuffer> col_amax, ffi::Result<ffi::AnyBuffer> xq,
                              ffi::Result<ffi::AnyBuffer> row_scale,
                              ffi::Result<ffi::AnyBuffer> outlier_idx,
-                             ffi::Result<ffi::AnyBuffer> outlier_count, float threshold, bool* pdl) {
+                             ffi::Result<ffi::AnyBuffer> outlier_count, float threshold,
+                             const OutlierStaging& staging, bool* pdl, bool* staged) {
+  ActivationShape sh;
+  JAXINT8_RETURN_IF_ERROR(check_quantize_rows(x, *col_amax, *xq, *row_scale, *outlier_idx,
+                                              *outlier_count, &sh));
+  const DeviceInfo dev = device_info();
+  *pdl = false;
+  *staged = false;
+  if (sh.s > kSkinnyMaxTokens && sh.s * sh.h <= fused_quant_max_elements() &&
+      quantize_fused_supported(x.untyped_data(), sh.nb, sh.s, sh.h, col_amax->typed_data<float>(),
+                               xq->typed_data<int8_t>())) {
+    cudaError_t err = launch_quantize_fused(
+        x.untyped_data(), float_type(x.element_type()), threshold, sh.s, sh.h,
+        col_amax->typed_data<float>(), xq->typed_data<int8_t>(), row_scale->typed_data<float>(),
+        outlier_idx->typed_data<int32_t>(), outlier_count->typed_data<int32_t>(), staging,
+        dev.num_sms, stream);
+    if (err == cudaSuccess) {
+      *staged = staging.ld > 0;
+      return ffi::Error::Success();
+    }
+    // A cooperative launch is refused when the grid cannot be resident at once (e.g. an MPS
+    // client limited to part of the SMs): same results through the two-kernel chain, slower.
+    (void)cudaGetLastError();
+    static std::once_flag warned;
+    std::call_once(warned, [err] {
+      std::fprintf(stderr,
+                   "jaxint8: the fused quantization kernel could not be launched (%s); using the "
+                   "two-kernel quantization instead (slower at 17-512 tokens). "
+                   "JAXINT8_FUSED_QUANT=0 selects it without this message.\n",
+                   cudaGetErrorString(err));
+    });
+  }
   if (threshold > 0.0f) {
     JAXINT8_RETURN_IF_ERROR(ColumnAbsmax(stream, x, col_amax));
   } else {
-    ActivationShape sh;
-    JAXINT8_RETURN_IF_ERROR(check_column_absmax(x, *col_amax, &sh));
     cudaError_t err = cudaMemsetAsync(col_amax->untyped_data(), 0,
                                       col_amax->element_count() * sizeof(float), stream);
     if (err != cudaSuccess) return cuda_error(err, "llm_int8_matmul (memset)");
   }
   static const bool pdl_on = env_int("JAXINT8_PDL", 1) != 0;
-  ActivationShape sh;
-  JAXINT8_RETURN_IF_ERROR(activation_shape(x, "x", &sh));
-  *pdl = pdl_on && device_info().cc_major >= 9 && sh.s <= kSkinnyMaxTokens;
+  *pdl = pdl_on && dev.cc_major >= 9 && sh.s <= kSkinnyMaxTokens;
   return QuantizeRowsImpl(stream, x, *col_amax, xq, row_scale, outlier_idx, outlier_count,
                           threshold, *pdl && threshold > 0.0f);
 }
@@ -326,18 +386,30 @@ ffi::Error LlmInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi
                          ffi::Result<ffi::AnyBuffer> xq, ffi::Result<ffi::AnyBuffer> row_scale,
                          ffi::Result<ffi::AnyBuffer> outlier_idx,
                          ffi::Result<ffi::AnyBuffer> outlier_count, float threshold) {
-  bool pdl = false;
+  ActivationShape sh;
+  JAXINT8_RETURN_IF_ERROR(check_quantize_rows(x, *col_amax, *xq, *row_scale, *outlier_idx,
+                                              *outlier_count, &sh));
+  const MatmulBuffers m{*xq, *row_scale, x, *outlier_idx, *outlier_count, wq, w_scale, bias, *y};
+  MatmulPlan plan;
+  JAXINT8_RETURN_IF_ERROR(PlanInt8Matmul(scratch, m, &plan));
+  OutlierStaging staging;  // the sm90 GEMM's, for the fused quantization kernel to fill
+#ifdef JAXINT8_WITH_SM90
+  if (plan.sh.nb == 1) {
+    const Int8GemmParams p = gemm_params(m, plan, 0);
+    if (choose_path(p, device_info()) == GemmPath::kSm90) staging = int8_gemm_sm90_outlier_staging(p);
+  }
+#endif
+  bool pdl = false, staged = false;
   JAXINT8_RETURN_IF_ERROR(QuantizeForMatmul(stream, x, col_amax, xq, row_scale, outlier_idx,
-                                            outlier_count, threshold, &pdl));
-  return RunInt8Matmul(stream, scratch, *xq, *row_scale, x, *outlier_idx, *outlier_count,
-                       wq, w_scale, bias, y, pdl);
+                                            outlier_count, threshold, staging, &pdl, &staged));
+  return LaunchInt8Matmul(stream, m, plan, pdl, staged);
 }
 
 // One quantization of x for several weights. When every weight's GEMM takes the skinny path
 // (decode), all of them run as one launch per batch element (launch_int8_gemm_skinny_group:
 // one grid over the weights' rows, so small projections such as q/k/v fill the GPU together);
-// otherwise one GEMM per weight, as in LlmInt8Matmul. Results are those of LlmInt8Matmul per
-// weight, bit for bit.
+// otherwise one GEMM per weight, as in LlmInt8Matmul (each with its own outlier gather). Results
+// are those of LlmInt8Matmul per weight, bit for bit.
 ffi::Error LlmInt8MatmulGroup(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer x,
                               ffi::Result<ffi::AnyBuffer> col_amax, ffi::Result<ffi::AnyBuffer> xq,
                               ffi::Result<ffi::AnyBuffer> row_scale,
@@ -347,34 +419,34 @@ ffi::Error LlmInt8MatmulGroup(cudaStream_t stream, ffi::ScratchAllocator scratch
   size_t groups = 0;
   GroupWeights w;
   JAXINT8_RETURN_IF_ERROR(decode_group(weights, ys, w, &groups));
-  bool pdl = false;
+  bool pdl = false, staged = false;
   JAXINT8_RETURN_IF_ERROR(QuantizeForMatmul(stream, x, col_amax, xq, row_scale, outlier_idx,
-                                            outlier_count, threshold, &pdl));
+                                            outlier_count, threshold, OutlierStaging{}, &pdl,
+                                            &staged));
   const DeviceInfo dev = device_info();
-  ActivationShape sh;
-  int64_t o[kMaxGroupWeights] = {};
+  std::optional<MatmulBuffers> m[kMaxGroupWeights];
+  MatmulPlan plans[kMaxGroupWeights];
   bool all_skinny = true;
   for (size_t g = 0; g < groups; ++g) {
-    JAXINT8_RETURN_IF_ERROR(check_int8_matmul(*xq, *row_scale, x, *outlier_idx, *outlier_count,
-                                              w[g]->wq, w[g]->w_scale, w[g]->bias, *w[g]->y, &sh,
-                                              &o[g]));
-    const Int8GemmParams p = gemm_params(*xq, *row_scale, x, *outlier_idx, *outlier_count, w[g]->wq,
-                                         w[g]->w_scale, w[g]->bias, *w[g]->y, sh, o[g], 0);
-    all_skinny = all_skinny && choose_path(p, dev) == GemmPath::kSkinny;
+    m[g].emplace(MatmulBuffers{*xq, *row_scale, x, *outlier_idx, *outlier_count, w[g]->wq,
+                               w[g]->w_scale, w[g]->bias, *w[g]->y});
+    const MatmulBuffers& mg = *m[g];
+    JAXINT8_RETURN_IF_ERROR(check_int8_matmul(mg.xq, mg.row_scale, mg.x, mg.outlier_idx,
+                                              mg.outlier_count, mg.wq, mg.w_scale, mg.bias, mg.y,
+                                              &plans[g].sh, &plans[g].o));
+    all_skinny = all_skinny && choose_path(gemm_params(mg, plans[g], 0), dev) == GemmPath::kSkinny;
   }
   if (!all_skinny) {
     for (size_t g = 0; g < groups; ++g) {
-      JAXINT8_RETURN_IF_ERROR(RunInt8Matmul(stream, scratch, *xq, *row_scale, x, *outlier_idx,
-                                            *outlier_count, w[g]->wq, w[g]->w_scale, w[g]->bias,
-                                            w[g]->y, pdl && g == 0));
+      JAXINT8_RETURN_IF_ERROR(PlanInt8Matmul(scratch, *m[g], &plans[g]));
+      JAXINT8_RETURN_IF_ERROR(LaunchInt8Matmul(stream, *m[g], plans[g], pdl && g == 0, false));
     }
     return ffi::Error::Success();
   }
   Int8GemmParams ps[kMaxGroupWeights];
-  for (int64_t b = 0; b < sh.nb; ++b) {
+  for (int64_t b = 0; b < plans[0].sh.nb; ++b) {
     for (size_t g = 0; g < groups; ++g) {
-      ps[g] = gemm_params(*xq, *row_scale, x, *outlier_idx, *outlier_count, w[g]->wq,
-                          w[g]->w_scale, w[g]->bias, *w[g]->y, sh, o[g], b);
+      ps[g] = gemm_params(*m[g], plans[g], b);
       ps[g].l2_prefetch_bytes = skinny_l2_prefetch(pdl && b == 0);
     }
     cudaError_t err = launch_int8_gemm_skinny_group(ps, static_cast<int>(groups), dev.num_sms,

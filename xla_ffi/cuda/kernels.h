@@ -32,6 +32,23 @@ struct Int8GemmParams {
   void* workspace = nullptr;          // scratch from XLA, workspace_bytes long
   size_t workspace_bytes = 0;
   int l2_prefetch_bytes = 0;          // skinny kernel under early launch: L2 warm-up per weight row
+  bool outliers_staged = false;       // sm90: the compact outlier operands are already in the
+                                      // workspace (staged by the fused quantization kernel)
+};
+
+// Compact outlier operands of one GEMM (the sm90 path's workspace layout), written by a gather
+// before the GEMM: xo[r, t] = x[r, idx[t]] for r < m, wo[j, t] = W_deq[j, idx[t]] (mode 1: the
+// integer weight) for j < n, t < min(count, ld), zero up to the next multiple of 4. ld = 0:
+// nothing to stage.
+struct OutlierStaging {
+  float* xo = nullptr;
+  float* wo = nullptr;
+  int ld = 0;                         // row stride of xo / wo, a multiple of 4
+  int mode = 0;                       // the epilogue's outlier mode (0 exact, 1 tensor cores)
+  bool keep_in_l2 = true;             // store with L2 priority evict_last (see gather kernel)
+  const int8_t* wq = nullptr;         // [n, k]
+  const float* col_scale = nullptr;   // [n]
+  int64_t n = 0;
 };
 
 }  // namespace jaxint8::cuda

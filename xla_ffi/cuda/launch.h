@@ -22,6 +22,17 @@ cudaError_t launch_quantize_rows(const void* x, FloatType t, const float* col_am
                                  float* row_scale, int32_t* outlier_idx, int32_t* outlier_count,
                                  int num_sms, cudaStream_t stream, bool pdl = false);
 
+// Both quantization passes in one cooperative launch, for one batch element (prefill sizes, see
+// quantize.cu): the outputs of launch_column_absmax + launch_quantize_rows bit for bit (col_amax
+// zeros when threshold <= 0), plus, when staging.ld > 0, the GEMM's compact outlier operands
+// (what the sm90 gather kernel writes). Needs quantize_fused_supported.
+bool quantize_fused_supported(const void* x, int64_t nb, int64_t s, int64_t h, const float* col_amax,
+                              const int8_t* xq);
+cudaError_t launch_quantize_fused(const void* x, FloatType t, float threshold, int64_t s, int64_t h,
+                                  float* col_amax, int8_t* xq, float* row_scale, int32_t* outlier_idx,
+                                  int32_t* outlier_count, const OutlierStaging& staging, int num_sms,
+                                  cudaStream_t stream);
+
 // Decode GEMM (memory-bound on the weight). m <= kGemvAutoTokens, 16-byte aligned rows and at
 // least kGemvMinWeightBytes of weights in the launch: the dp4a GEMV (gemm_gemv.cu, one warp per
 // weight row); otherwise the mma skinny kernel

@@ -1,13 +1,16 @@
 // Activation quantization kernels (DESIGN §1 steps 1-2): one pass for the column absmax,
 // one pass for the row scales + int8 rows + outlier list. Integer outputs match the CPU
 // handler bit for bit: both call the scalar rules of common.h.
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "cuda/device_utils.cuh"
 #include "cuda/launch.h"
+#include "cuda/outlier_staging.cuh"
 
 namespace jaxint8::cuda {
 namespace {
@@ -94,48 +97,78 @@ __global__ void __launch_bounds__(256) column_absmax_kernel(const T* __restrict_
   }
 }
 
-// Vector variant (h % 8 == 0, 16-byte aligned x): lane handles 8 consecutive columns with one
-// 16-byte load per row (two for f32), 256 columns per block; otherwise as above.
-constexpr int kAbsmaxVecCols = 256;
-template <typename T>
-__global__ void __launch_bounds__(256) column_absmax_vec_kernel(const T* __restrict__ x, float* __restrict__ out,
-                                         int64_t s, int64_t h, int64_t rows_per_split, bool atomic) {
-  pdl_trigger();  // the row pass may launch now (it waits for our results)
-  const int64_t b = blockIdx.y;
-  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * kAbsmaxVecCols + 8 * threadIdx.x;
-  const int64_t r_begin = static_cast<int64_t>(blockIdx.z) * rows_per_split;
-  const int64_t r_end = min(s, r_begin + rows_per_split);
-  const T* xb = x + b * s * h;
+// Vector variant (h % 8 == 0, 16-byte aligned x): 8 consecutive columns per lane with one
+// 16-byte load per row (two for f32).
+constexpr int kAbsmaxVecCols = 256;  // columns per block at most (32 lanes x 8)
+template <int WARPS>
+using AbsmaxPart = float[WARPS][kAbsmaxVecCols + 1];
+
+// Column absmax of the strip [c_base, c_base + 8L) over rows [r_begin, r_end) of xb, by a block
+// of 32 * WARPS threads, L = 1 << l_log2 (1..32) lanes of 8 columns each: each warp holds 32 / L
+// row lanes, so the block walks 32 * WARPS / L rows at a time (narrow strips still keep every
+// thread busy when there are few columns per block). Partial maxima meet through shuffles, then
+// across the warps in `part`. Thread t < 8L returns column c_base + t's maximum (0 past h or
+// without rows).
+template <typename T, int WARPS>
+__device__ __forceinline__ float column_strip_absmax(const T* __restrict__ xb, int64_t r_begin,
+                                                     int64_t r_end, int64_t h, int64_t c_base,
+                                                     int l_log2, AbsmaxPart<WARPS>& part) {
+  const int tid = threadIdx.x + 32 * threadIdx.y;  // blocks of (32, 8) or (256)
+  const int warp = tid >> 5, lane = tid & 31;
+  const int lanes = 1 << l_log2;
+  const int cl = lane & (lanes - 1);
+  const int rows_per_warp = 32 >> l_log2;
+  const int64_t rows_per_step = WARPS * rows_per_warp;
+  const int64_t c0 = c_base + 8 * cl;
   float m[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) m[i] = 0.0f;
   if (c0 < h) {
-    int64_t r = r_begin + threadIdx.y;
-    for (; r + 3 * kAbsmaxRows < r_end; r += 4 * kAbsmaxRows) {
+    int64_t r = r_begin + warp * rows_per_warp + (lane >> l_log2);
+    for (; r + 3 * rows_per_step < r_end; r += 4 * rows_per_step) {
       float v[4][8];
 #pragma unroll
-      for (int u = 0; u < 4; ++u) Vec8<T>::load(xb + (r + u * kAbsmaxRows) * h + c0, v[u]);
+      for (int u = 0; u < 4; ++u) Vec8<T>::load(xb + (r + u * rows_per_step) * h + c0, v[u]);
 #pragma unroll
       for (int u = 0; u < 4; ++u)
 #pragma unroll
         for (int i = 0; i < 8; ++i) m[i] = nan_absmax(m[i], v[u][i]);
     }
-    for (; r < r_end; r += kAbsmaxRows) {
+    for (; r < r_end; r += rows_per_step) {
       float v[8];
       Vec8<T>::load(xb + r * h + c0, v);
 #pragma unroll
       for (int i = 0; i < 8; ++i) m[i] = nan_absmax(m[i], v[i]);
     }
   }
-  __shared__ float part[kAbsmaxRows][kAbsmaxVecCols + 1];
+  for (int off = lanes; off < 32; off <<= 1)  // the warp's row lanes of one column lane
 #pragma unroll
-  for (int i = 0; i < 8; ++i) part[threadIdx.y][8 * threadIdx.x + i] = m[i];
+    for (int i = 0; i < 8; ++i) m[i] = nan_absmax(m[i], __shfl_xor_sync(0xffffffffu, m[i], off));
+  if (lane < lanes)
+#pragma unroll
+    for (int i = 0; i < 8; ++i) part[warp][8 * cl + i] = m[i];
   __syncthreads();
-  const int col = threadIdx.y * 32 + threadIdx.x;  // 0..255
-  float r = part[0][col];
+  float r = 0.0f;
+  if (tid < 8 * lanes) {
+    r = part[0][tid];
 #pragma unroll
-  for (int y = 1; y < kAbsmaxRows; ++y) r = nan_absmax(r, part[y][col]);
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * kAbsmaxVecCols + col;
+    for (int y = 1; y < WARPS; ++y) r = nan_absmax(r, part[y][tid]);
+  }
+  return r;
+}
+
+// Block (32, 8), 256 columns per block (one strip of 32 lanes); otherwise as column_absmax_kernel.
+template <typename T>
+__global__ void __launch_bounds__(256) column_absmax_vec_kernel(const T* __restrict__ x, float* __restrict__ out,
+                                         int64_t s, int64_t h, int64_t rows_per_split, bool atomic) {
+  pdl_trigger();  // the row pass may launch now (it waits for our results)
+  const int64_t b = blockIdx.y;
+  const int64_t r_begin = static_cast<int64_t>(blockIdx.z) * rows_per_split;
+  const int64_t r_end = min(s, r_begin + rows_per_split);
+  const int64_t c_base = static_cast<int64_t>(blockIdx.x) * kAbsmaxVecCols;
+  __shared__ AbsmaxPart<kAbsmaxRows> part;
+  const float r = column_strip_absmax<T, kAbsmaxRows>(x + b * s * h, r_begin, r_end, h, c_base, 5, part);
+  const int64_t c = c_base + threadIdx.y * 32 + threadIdx.x;
   if (c < h) store_absmax(out + b * h + c, r, atomic);
 }
 
@@ -160,35 +193,40 @@ __device__ __forceinline__ float block_absmax(float v, float* scratch) {
 }
 
 // Outlier flags of 8 consecutive columns c..c+7 (bit i = column c + i), 16-byte loads when VEC.
-template <bool VEC>
+// COHERENT: amax was written earlier in the same launch (the fused kernel), so it is read
+// through L2 (__ldcg), never through the non-coherent read-only path.
+template <bool VEC, bool COHERENT = false>
 __device__ __forceinline__ unsigned outlier_flags8(const float* __restrict__ amax, float threshold,
                                                    int64_t c, int64_t h) {
   unsigned flags = 0;
   if (VEC && c + 8 <= h) {
-    const float4 a0 = *reinterpret_cast<const float4*>(amax + c);
-    const float4 a1 = *reinterpret_cast<const float4*>(amax + c + 4);
+    const float4* a4 = reinterpret_cast<const float4*>(amax + c);
+    const float4 a0 = COHERENT ? __ldcg(a4) : a4[0];
+    const float4 a1 = COHERENT ? __ldcg(a4 + 1) : a4[1];
     const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
 #pragma unroll
     for (int i = 0; i < 8; ++i) flags |= is_outlier(a[i], threshold) ? 1u << i : 0u;
   } else {
 #pragma unroll
     for (int i = 0; i < 8; ++i)
-      if (c + i < h && is_outlier(amax[c + i], threshold)) flags |= 1u << i;
+      if (c + i < h && is_outlier(COHERENT ? __ldcg(amax + c + i) : amax[c + i], threshold)) flags |= 1u << i;
   }
   return flags;
 }
 
-// Outlier list of one batch element: ascending column indices, -1 padding, count.
-// 8 consecutive columns per thread and step (8 * THREADS per block step), block-wide exclusive scan.
-template <int THREADS, bool VEC>
-__device__ void write_outlier_list(const float* __restrict__ amax, float threshold, int64_t h,
-                                   int32_t* __restrict__ idx, int32_t* __restrict__ count) {
+// Outlier list of one batch element: ascending column indices, the first `cap` of them written
+// to idx (global or shared memory), then -1 up to h when `pad`; returns the count (the same in
+// every thread; the caller stores it). 8 consecutive columns per thread and step (8 * THREADS
+// per block step), block-wide exclusive scan.
+template <int THREADS, bool VEC, bool COHERENT = false>
+__device__ int write_outlier_list(const float* __restrict__ amax, float threshold, int64_t h,
+                                  int32_t* __restrict__ idx, int64_t cap, bool pad) {
   __shared__ int warp_counts[THREADS / 32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int64_t base = 0;  // outliers found before this step
   for (int64_t c0 = 0; c0 < h; c0 += 8 * THREADS) {
     const int64_t c = c0 + 8 * threadIdx.x;
-    const unsigned flags = outlier_flags8<VEC>(amax, threshold, c, h);
+    const unsigned flags = outlier_flags8<VEC, COHERENT>(amax, threshold, c, h);
     const int mine = __popc(flags);
     int incl = mine;  // inclusive warp scan
 #pragma unroll
@@ -207,41 +245,34 @@ __device__ void write_outlier_list(const float* __restrict__ amax, float thresho
     int64_t pos = base + before + incl - mine;
 #pragma unroll
     for (int i = 0; i < 8; ++i)
-      if (flags & (1u << i)) idx[pos++] = static_cast<int32_t>(c + i);
+      if (flags & (1u << i)) {
+        if (pos < cap) idx[pos] = static_cast<int32_t>(c + i);
+        ++pos;
+      }
     base += total;
     __syncthreads();  // warp_counts is rewritten by the next step
   }
-  for (int64_t c = base + threadIdx.x; c < h; c += THREADS) idx[c] = -1;
-  if (threadIdx.x == 0) *count = static_cast<int32_t>(base);
+  if (pad)
+    for (int64_t c = base + threadIdx.x; c < h; c += THREADS) idx[c] = -1;
+  return static_cast<int>(base);
 }
 
-// Grid (s + 1, nb): block (r < s, b) quantizes row r of batch b; block (s, b) writes batch b's
-// outlier list (in parallel with the rows). VEC: 8 elements per thread and step (h % 8 == 0, aligned rows),
-// else one. The row is read twice (max, then quantize); the second read hits L1/L2.
-template <typename T, bool VEC, int THREADS>
-__global__ void __launch_bounds__(THREADS) quantize_rows_kernel(
-    const T* __restrict__ x, const float* __restrict__ col_amax, float threshold, int64_t s,
-    int64_t h, int8_t* __restrict__ xq, float* __restrict__ row_scale,
-    int32_t* __restrict__ outlier_idx, int32_t* __restrict__ outlier_count) {
-  pdl_trigger();  // the GEMM may launch now (it waits for our results)
-  pdl_wait();     // col_amax from the column pass (under an early launch)
-  const int64_t b = blockIdx.y, r = blockIdx.x;
-  const float* amax = col_amax + b * h;
-  if (r == s) {
-    write_outlier_list<THREADS, VEC>(amax, threshold, h, outlier_idx + b * h, outlier_count + b);
-    return;
-  }
-  const int64_t row = b * s + r;
-  const T* xr = x + row * h;
-  int8_t* qr = xq + row * h;
-  __shared__ float scratch[THREADS / 32];
+// One row: its scale (absmax over the non-outlier columns) into *scale_out and its int8 values
+// into qr. Every thread of the block calls it; scratch: THREADS / 32 floats of shared memory,
+// free again when it returns only after a __syncthreads (block_absmax reads it). VEC: 8 elements
+// per thread and step (h % 8 == 0, aligned rows), else one. The row is read twice (max, then
+// quantize); the second read hits L1/L2.
+template <typename T, bool VEC, int THREADS, bool COHERENT = false>
+__device__ __forceinline__ void quantize_row(const T* __restrict__ xr, const float* __restrict__ amax,
+                                             float threshold, int64_t h, int8_t* __restrict__ qr,
+                                             float* __restrict__ scale_out, float* scratch) {
   float m = 0.0f;
   if constexpr (VEC) {
 #pragma unroll 4
     for (int64_t c = 8 * threadIdx.x; c < h; c += 8 * THREADS) {
       float v[8];
       Vec8<T>::load(xr + c, v);
-      const unsigned flags = outlier_flags8<true>(amax, threshold, c, h);
+      const unsigned flags = outlier_flags8<true, COHERENT>(amax, threshold, c, h);
 #pragma unroll
       for (int i = 0; i < 8; ++i)
         if (!(flags & (1u << i))) m = nan_absmax(m, v[i]);
@@ -251,14 +282,14 @@ __global__ void __launch_bounds__(THREADS) quantize_rows_kernel(
       if (!is_outlier(amax[c], threshold)) m = nan_absmax(m, FloatIO<T>::load(xr + c));
   }
   m = block_absmax<THREADS>(m, scratch);
-  if (threadIdx.x == 0) row_scale[row] = m;
+  if (threadIdx.x == 0) *scale_out = m;
   const float mult = quant_multiplier(m);
   if constexpr (VEC) {
 #pragma unroll 4
     for (int64_t c = 8 * threadIdx.x; c < h; c += 8 * THREADS) {
       float v[8];
       Vec8<T>::load(xr + c, v);
-      const unsigned flags = outlier_flags8<true>(amax, threshold, c, h);
+      const unsigned flags = outlier_flags8<true, COHERENT>(amax, threshold, c, h);
       uint32_t packed[2] = {0u, 0u};
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
@@ -271,6 +302,131 @@ __global__ void __launch_bounds__(THREADS) quantize_rows_kernel(
     for (int64_t c = threadIdx.x; c < h; c += THREADS)
       qr[c] = is_outlier(amax[c], threshold) ? int8_t{0} : quantize_value(FloatIO<T>::load(xr + c), mult);
   }
+}
+
+// Grid (s + 1, nb): block (r < s, b) quantizes row r of batch b; block (s, b) writes batch b's
+// outlier list (in parallel with the rows).
+template <typename T, bool VEC, int THREADS>
+__global__ void __launch_bounds__(THREADS) quantize_rows_kernel(
+    const T* __restrict__ x, const float* __restrict__ col_amax, float threshold, int64_t s,
+    int64_t h, int8_t* __restrict__ xq, float* __restrict__ row_scale,
+    int32_t* __restrict__ outlier_idx, int32_t* __restrict__ outlier_count) {
+  pdl_trigger();  // the GEMM may launch now (it waits for our results)
+  pdl_wait();     // col_amax from the column pass (under an early launch)
+  const int64_t b = blockIdx.y, r = blockIdx.x;
+  const float* amax = col_amax + b * h;
+  if (r == s) {
+    const int count = write_outlier_list<THREADS, VEC>(amax, threshold, h, outlier_idx + b * h, h, true);
+    if (threadIdx.x == 0) outlier_count[b] = count;
+    return;
+  }
+  __shared__ float scratch[THREADS / 32];
+  const int64_t row = b * s + r;
+  quantize_row<T, VEC, THREADS>(x + row * h, amax, threshold, h, xq + row * h, row_scale + row, scratch);
+}
+
+// ------------------------------------------------------------ fused prefill quantization
+// Both passes and the sm90 outlier staging in one cooperative launch (one batch element): at
+// 128 tokens the chain memset + column pass + row pass + gather took 1.2 + 3.6 + 3.8 + 4.3 us
+// for 1 MB of activations (4096->16384, H100), mostly launch and drain latency.
+//   1. column absmax, one strip of columns per block and step (no atomics, so no memset);
+//   -- grid barrier --
+//   2. block 0 writes the outlier list and the count; blocks 1.. quantize the rows (row r in
+//      block (r + 1) % G);
+//   3. the blocks left without rows when they are at least half of the grid, else all blocks
+//      after their rows, stage the outlier operands, each from its own copy of the first ld list
+//      entries in shared memory (built from col_amax like block 0's list): nothing waits for
+//      block 0.
+// The outputs are those of the chain bit for bit (same scalar rules, same orders).
+constexpr int64_t kFusedWideRow = 8192;  // from this row width on: 1024-thread blocks
+
+template <typename T, int THREADS>
+__global__ void __launch_bounds__(THREADS) quantize_fused_kernel(
+    const T* __restrict__ x, FloatType x_type, int64_t s, int64_t h, float threshold, int l_log2,
+    float* col_amax, int8_t* __restrict__ xq, float* __restrict__ row_scale, int32_t* idx,
+    int32_t* count, OutlierStaging st) {
+  __shared__ AbsmaxPart<THREADS / 32> part;
+  __shared__ float scratch[THREADS / 32];
+  __shared__ int32_t s_idx[kStagingMaxLd];
+  const int tid = threadIdx.x;
+  const int64_t blocks = gridDim.x;
+
+  const int64_t strip_cols = int64_t{8} << l_log2;
+  const int64_t rows = threshold > 0.0f ? s : 0;  // threshold <= 0: col_amax is zeros
+  for (int64_t c_base = blockIdx.x * strip_cols; c_base < h; c_base += blocks * strip_cols) {
+    const float m = column_strip_absmax<T, THREADS / 32>(x, 0, rows, h, c_base, l_log2, part);
+    if (tid < strip_cols && c_base + tid < h) col_amax[c_base + tid] = m;
+    __syncthreads();  // part is rewritten by the next strip
+  }
+  cooperative_groups::this_grid().sync();
+
+  if (blockIdx.x == 0) {
+    const int c = write_outlier_list<THREADS, true, true>(col_amax, threshold, h, idx, h, true);
+    if (tid == 0) *count = c;
+  }
+  for (int64_t r = (blockIdx.x + blocks - 1) % blocks; r < s; r += blocks) {
+    quantize_row<T, true, THREADS, true>(x + r * h, col_amax, threshold, h, xq + r * h,
+                                         row_scale + r, scratch);
+    __syncthreads();  // scratch is rewritten by the next row
+  }
+
+  const int64_t first_stager = blocks - (s + 1) >= blocks / 2 ? s + 1 : 0;
+  if (st.ld <= 0 || blockIdx.x < first_stager) return;
+  const int cnt = write_outlier_list<THREADS, true, true>(col_amax, threshold, h, s_idx, st.ld, false);
+  __syncthreads();
+  stage_outlier_items(st, x, x_type, s, h, s_idx, cnt, (blockIdx.x - first_stager) * THREADS + tid,
+                      (blocks - first_stager) * THREADS);
+}
+
+// Resident blocks per SM of a kernel (cached per kernel; 1 if the query fails).
+template <typename Kernel>
+int resident_blocks(Kernel kernel, int threads) {
+  int n = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 1;
+  }
+  return std::max(n, 1);
+}
+
+template <typename T, int THREADS>
+cudaError_t quantize_fused_launch(const T* x, FloatType t, float threshold, int64_t s, int64_t h,
+                                  float* col_amax, int8_t* xq, float* row_scale, int32_t* idx,
+                                  int32_t* count, const OutlierStaging& st, int per_sm, int num_sms,
+                                  cudaStream_t stream) {
+  auto kernel = quantize_fused_kernel<T, THREADS>;
+  static const int resident = resident_blocks(kernel, THREADS);
+  const int64_t blocks = static_cast<int64_t>(num_sms) * std::min(per_sm, resident);
+  int l_log2 = 0;  // narrowest strips that still cover h with one strip per block
+  while (l_log2 < 5 && (h + (8 << l_log2) - 1) / (8 << l_log2) > blocks) ++l_log2;
+  return launch_cooperative_kernel(kernel, dim3(static_cast<unsigned>(blocks)), dim3(THREADS),
+                                   stream, x, t, s, h, threshold, l_log2, col_amax, xq, row_scale,
+                                   idx, count, st);
+}
+
+// Block size: the rows are quantized one per block, so wide rows get 1024 threads (one block per
+// SM) and narrow ones 256 (two blocks per SM). JAXINT8_FUSED_QUANT_THREADS=256|1024 and
+// JAXINT8_FUSED_QUANT_BLOCKS=<blocks per SM, 256-thread blocks> (environment, read once) override
+// them, for measurements.
+template <typename T>
+cudaError_t quantize_fused_t(const T* x, FloatType t, float threshold, int64_t s, int64_t h,
+                             float* col_amax, int8_t* xq, float* row_scale, int32_t* idx,
+                             int32_t* count, const OutlierStaging& st, int num_sms,
+                             cudaStream_t stream) {
+  static const int forced_threads = [] {
+    const char* v = std::getenv("JAXINT8_FUSED_QUANT_THREADS");
+    return v ? std::atoi(v) : 0;
+  }();
+  static const int per_sm = [] {
+    const char* v = std::getenv("JAXINT8_FUSED_QUANT_BLOCKS");
+    return v ? std::max(1, std::atoi(v)) : 2;
+  }();
+  const bool wide = forced_threads ? forced_threads == 1024 : h >= kFusedWideRow;
+  if (wide)
+    return quantize_fused_launch<T, 1024>(x, t, threshold, s, h, col_amax, xq, row_scale, idx,
+                                          count, st, 1, num_sms, stream);
+  return quantize_fused_launch<T, 256>(x, t, threshold, s, h, col_amax, xq, row_scale, idx, count,
+                                       st, per_sm, num_sms, stream);
 }
 
 template <typename T>
@@ -333,6 +489,30 @@ cudaError_t quantize_rows_t(const T* x, const float* col_amax, float threshold, 
 }
 
 }  // namespace
+
+bool quantize_fused_supported(const void* x, int64_t nb, int64_t s, int64_t h, const float* col_amax,
+                              const int8_t* xq) {
+  auto aligned = [](const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
+  return nb == 1 && s >= 1 && h >= 8 && h % 8 == 0 && aligned(x, 16) && aligned(col_amax, 16) &&
+         aligned(xq, 8);
+}
+
+cudaError_t launch_quantize_fused(const void* x, FloatType t, float threshold, int64_t s, int64_t h,
+                                  float* col_amax, int8_t* xq, float* row_scale, int32_t* outlier_idx,
+                                  int32_t* outlier_count, const OutlierStaging& staging, int num_sms,
+                                  cudaStream_t stream) {
+  switch (t) {
+    case FloatType::kF32:
+      return quantize_fused_t(static_cast<const float*>(x), t, threshold, s, h, col_amax, xq,
+                              row_scale, outlier_idx, outlier_count, staging, num_sms, stream);
+    case FloatType::kBF16:
+      return quantize_fused_t(static_cast<const __nv_bfloat16*>(x), t, threshold, s, h, col_amax,
+                              xq, row_scale, outlier_idx, outlier_count, staging, num_sms, stream);
+    default:
+      return quantize_fused_t(static_cast<const __half*>(x), t, threshold, s, h, col_amax, xq,
+                              row_scale, outlier_idx, outlier_count, staging, num_sms, stream);
+  }
+}
 
 cudaError_t launch_column_absmax(const void* x, FloatType t, int64_t nb, int64_t s, int64_t h,
                                  float* col_amax, int num_sms, cudaStream_t stream) {

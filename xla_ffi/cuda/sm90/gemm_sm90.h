@@ -46,6 +46,11 @@ inline constexpr int64_t kInt8GemmSm90PingpongMaxM = 512;
 // magnitude-based tolerance. See gemm_sm90_impl.cuh and benchmarks/cuda/SM90_NOTES.md.
 inline constexpr int kInt8GemmSm90OutlierMode = 0;
 
+// Where launch_int8_gemm_sm90(p) stages p's outlier operands (in p.workspace; ld = 0: it does not
+// stage them). A caller that writes them there itself (the fused prefill quantization kernel)
+// sets p.outliers_staged, and the launcher skips its gather kernel.
+OutlierStaging int8_gemm_sm90_outlier_staging(const Int8GemmParams& p);
+
 // Enqueues the GEMM on `stream` (no host synchronization; the outlier count is read only on the
 // device). Returns cudaErrorNotSupported when !int8_gemm_sm90_supported(p).
 cudaError_t launch_int8_gemm_sm90(const Int8GemmParams& p, cudaStream_t stream);

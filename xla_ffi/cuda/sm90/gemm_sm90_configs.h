@@ -46,6 +46,7 @@ struct GemmArgs {
 //   coop:  128x256x128, KernelTmaWarpSpecializedCooperative, cluster 2x1x1 (large m)
 //   pp:    64x128x128,  KernelTmaWarpSpecializedPingpong,    cluster 1x1x1 (small m)
 //   pp128: 128x128x128, KernelTmaWarpSpecializedPingpong,    cluster 1x1x1 (large m, few coop tiles)
+//   pp64n: 64x64x128,   KernelTmaWarpSpecializedPingpong,    cluster 1x1x1 (small m, narrow n)
 // Output types: bf16 / f16 / f32. "plain" variants have no outlier term (benchmark baseline).
 #define JAXINT8_SM90_DECLARE(name) cudaError_t name(const GemmArgs& a, cudaStream_t stream);
 JAXINT8_SM90_DECLARE(gemm_coop_bf16)
@@ -57,6 +58,9 @@ JAXINT8_SM90_DECLARE(gemm_pp_f32)
 JAXINT8_SM90_DECLARE(gemm_pp128_bf16)
 JAXINT8_SM90_DECLARE(gemm_pp128_f16)
 JAXINT8_SM90_DECLARE(gemm_pp128_f32)
+JAXINT8_SM90_DECLARE(gemm_pp64n_bf16)
+JAXINT8_SM90_DECLARE(gemm_pp64n_f16)
+JAXINT8_SM90_DECLARE(gemm_pp64n_f32)
 #undef JAXINT8_SM90_DECLARE
 
 // SM count of the current device (cached per device; 132 if the query fails).

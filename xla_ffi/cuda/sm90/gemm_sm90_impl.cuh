@@ -425,6 +425,9 @@ struct PingpongConfigT {
 
 // m <= 512.
 using PingpongConfig = PingpongConfigT<64, 128, 1>;
+// m <= 512 with narrow outputs: twice as many tiles, so that they fill the SMs (16384->4096 at
+// 128 tokens: 64 tiles of 64x128 for 132 SMs).
+using Pingpong64nConfig = PingpongConfigT<64, 64, 1>;
 // m > 512 with fewer than two waves of cooperative tiles (down projections at ~1024 tokens).
 using Pingpong128Config = PingpongConfigT<128, 128, 1>;
 
