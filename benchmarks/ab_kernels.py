@@ -16,6 +16,8 @@ import sys
 def short_name(kernel: str) -> str:
     if "cutlass" in kernel:
         return "cutlass"
+    if "(" not in kernel:  # driver nodes: "memset32", "Memset 3"
+        return kernel.replace(" ", "")
     name = kernel.replace("(anonymous namespace)::", "").split("(")[0]
     name = re.sub(r"<.*", "", name)
     return name.split("::")[-1].split()[-1]

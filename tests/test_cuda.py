@@ -378,12 +378,12 @@ def test_cuda_fused_decode_sizes(lead, s, h, o, n_out, dtype):
     check_fused_case(lead, s, h, o, n_out, dtype)
 
 
-# The fused target at prefill sizes (17+ tokens, one batch element, rows a multiple of 8, up to
-# 128 x 12288 elements by default): one cooperative quantization kernel that also stages the sm90
-# GEMM's outlier operands. Counts 0, 6, more than the staged 128 columns, and all; rows from 8
-# columns (one narrow strip) to 12288 (1024-thread blocks from 8192); more rows than the kernel
-# has blocks; a leading batch dim and the larger cases take the chain instead, unless
-# JAXINT8_FUSED_QUANT raises the limit (benchmarks/gpu_check.sh, TEST_PATHS=fusedq).
+# The fused target at prefill sizes (17+ tokens, one batch element, rows a multiple of 8 and at
+# most 8192 wide, up to 128 x 8192 elements by default): one cooperative quantization kernel that
+# also stages the sm90 GEMM's outlier operands. Counts 0, 6, more than the staged 128 columns, and
+# all; rows from 8 columns (one narrow strip) to 8192; more rows than the kernel has blocks; a
+# leading batch dim, wider rows and the larger cases take the chain instead (the larger ones run
+# the kernel when JAXINT8_FUSED_QUANT raises the limit: benchmarks/gpu_check.sh, TEST_PATHS=fusedq).
 @pytest.mark.parametrize("lead,s,h,o,n_out,dtype", [
     ((), 17, 4096, 256, 6, BF16), ((), 128, 4096, 1024, 6, BF16), ((), 128, 16384, 512, 6, F16),
     ((), 512, 5120, 264, 6, F32), ((), 300, 1024, 136, 0, BF16), ((), 64, 2048, 128, 200, BF16),

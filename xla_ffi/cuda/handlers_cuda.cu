@@ -14,7 +14,8 @@
 //                                                  (correct for every shape, not fast).
 // JAXINT8_GEMM_PATH=skinny|tiled|sm90 (environment, read once) forces a path where it is
 // supported, for tests and benchmarks. In the fused target on sm_90+ with m <= 16, the row pass and
-// the skinny GEMM are programmatic dependent launches (see LlmInt8Matmul).
+// the skinny GEMM are programmatic dependent launches; for small prefills both quantization passes
+// and the sm90 outlier gather are one cooperative kernel (see QuantizeForMatmul).
 //
 // jaxint8_llm_int8_matmul runs the three handlers in one custom call (the single-device path
 // of jaxint8.llm_int8_matmul): each FFI call costs ~13-20 us of host overhead on jax 0.11.2,
@@ -306,24 +307,26 @@ ffi::Error Int8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::A
   return LaunchInt8Matmul(stream, m, plan, /*pdl=*/false, /*staged=*/false);
 }
 
-// The fused quantization kernel runs for 17+ tokens up to this many activation elements per
-// call, the chain (column pass, row pass, gather) above: the single kernel saves launch and drain
-// latency where the activation is small, but has fewer loads in flight per row than the row
-// pass (H100, 6 outliers, fused vs chain: 4096->16384 at 128 tokens 10.4 vs 12.7 us, 12288->49152
-// 24.1 vs 25.4; 16384->4096 at 128 tokens 15.4 vs 15.2, 49152->12288 34.4 vs 30.9; 4096->16384
-// at 512 tokens 17.0 vs 16.7, 16384->4096 at 512 tokens 38.7 vs 28.0). JAXINT8_FUSED_QUANT=
-// <elements> (environment, read once) overrides the limit, 0 turns the kernel off.
+// The fused quantization kernel runs for 17+ tokens on rows of at most kFusedQuantMaxRow
+// elements, up to fused_quant_max_elements() per call; the chain (column pass, row pass, gather)
+// otherwise. The single kernel saves launch and drain latency where the activation is small, but
+// quantizes each row with one 256-thread block, fewer loads in flight than the row pass has for
+// wide rows or many tokens. H100, 6 outliers, fused vs chain, µs (2026-11-25, tenth session):
+// 128 tokens 4096->16384 8.9 vs 12.6, 5120->20480 12.7 vs 15.3, 16384->4096 17.9 vs 15.2;
+// 512 tokens 4096->16384 17.0 vs 16.7, 5120->20480 21.1 vs 20.0. JAXINT8_FUSED_QUANT=<elements>
+// (environment, read once) overrides the element limit, 0 turns the kernel off.
+constexpr int64_t kFusedQuantMaxRow = 8192;
 int64_t fused_quant_max_elements() {
   static const int64_t v = [] {
     const char* e = std::getenv("JAXINT8_FUSED_QUANT");
-    return e ? std::atoll(e) : int64_t{128} * 12288;
+    return e ? std::atoll(e) : int64_t{128} * kFusedQuantMaxRow;
   }();
   return v;
 }
 
 // Both quantization passes of the fused targets (the column pass skipped, col_amax zero, when
-// threshold <= 0). For small prefills (one batch element, more than kSkinnyMaxTokens tokens, at
-// most fused_quant_max_elements(), aligned rows) they run as one cooperative kernel; when `staging`
+// threshold <= 0). For small prefills (one batch element, more than kSkinnyMaxTokens tokens,
+// aligned rows, see fused_quant_max_elements) they run as one cooperative kernel; when `staging`
 // is given (ld > 0) that kernel also stages the sm90 GEMM's outlier operands and *staged is
 // set. Sets *pdl when the GEMM that follows may launch early: for decode-sized inputs on Hopper
 // the kernels are chained with programmatic dependent launch (each launches while the previous
@@ -342,7 +345,8 @@ ffi::Error QuantizeForMatmul(cudaStream_t stream, ffi::AnyBuffer x,
   const DeviceInfo dev = device_info();
   *pdl = false;
   *staged = false;
-  if (sh.s > kSkinnyMaxTokens && sh.s * sh.h <= fused_quant_max_elements() &&
+  if (sh.s > kSkinnyMaxTokens && sh.h <= kFusedQuantMaxRow &&
+      sh.s * sh.h <= fused_quant_max_elements() &&
       quantize_fused_supported(x.untyped_data(), sh.nb, sh.s, sh.h, col_amax->typed_data<float>(),
                                xq->typed_data<int8_t>())) {
     cudaError_t err = launch_quantize_fused(

@@ -338,13 +338,14 @@ __global__ void __launch_bounds__(THREADS) quantize_rows_kernel(
 //      entries in shared memory (built from col_amax like block 0's list): nothing waits for
 //      block 0.
 // The outputs are those of the chain bit for bit (same scalar rules, same orders).
-constexpr int64_t kFusedWideRow = 8192;  // from this row width on: 1024-thread blocks
+constexpr int kFusedThreads = 256;
 
-template <typename T, int THREADS>
-__global__ void __launch_bounds__(THREADS) quantize_fused_kernel(
+template <typename T>
+__global__ void __launch_bounds__(kFusedThreads) quantize_fused_kernel(
     const T* __restrict__ x, FloatType x_type, int64_t s, int64_t h, float threshold, int l_log2,
     float* col_amax, int8_t* __restrict__ xq, float* __restrict__ row_scale, int32_t* idx,
     int32_t* count, OutlierStaging st) {
+  constexpr int THREADS = kFusedThreads;
   __shared__ AbsmaxPart<THREADS / 32> part;
   __shared__ float scratch[THREADS / 32];
   __shared__ int32_t s_idx[kStagingMaxLd];
@@ -389,44 +390,25 @@ int resident_blocks(Kernel kernel, int threads) {
   return std::max(n, 1);
 }
 
-template <typename T, int THREADS>
-cudaError_t quantize_fused_launch(const T* x, FloatType t, float threshold, int64_t s, int64_t h,
-                                  float* col_amax, int8_t* xq, float* row_scale, int32_t* idx,
-                                  int32_t* count, const OutlierStaging& st, int per_sm, int num_sms,
-                                  cudaStream_t stream) {
-  auto kernel = quantize_fused_kernel<T, THREADS>;
-  static const int resident = resident_blocks(kernel, THREADS);
-  const int64_t blocks = static_cast<int64_t>(num_sms) * std::min(per_sm, resident);
-  int l_log2 = 0;  // narrowest strips that still cover h with one strip per block
-  while (l_log2 < 5 && (h + (8 << l_log2) - 1) / (8 << l_log2) > blocks) ++l_log2;
-  return launch_cooperative_kernel(kernel, dim3(static_cast<unsigned>(blocks)), dim3(THREADS),
-                                   stream, x, t, s, h, threshold, l_log2, col_amax, xq, row_scale,
-                                   idx, count, st);
-}
-
-// Block size: the rows are quantized one per block, so wide rows get 1024 threads (one block per
-// SM) and narrow ones 256 (two blocks per SM). JAXINT8_FUSED_QUANT_THREADS=256|1024 and
-// JAXINT8_FUSED_QUANT_BLOCKS=<blocks per SM, 256-thread blocks> (environment, read once) override
-// them, for measurements.
+// Two blocks per SM: JAXINT8_FUSED_QUANT_BLOCKS=<blocks per SM> (environment, read once)
+// overrides it, for measurements (the grid must stay resident, so it is capped by the occupancy).
 template <typename T>
 cudaError_t quantize_fused_t(const T* x, FloatType t, float threshold, int64_t s, int64_t h,
                              float* col_amax, int8_t* xq, float* row_scale, int32_t* idx,
                              int32_t* count, const OutlierStaging& st, int num_sms,
                              cudaStream_t stream) {
-  static const int forced_threads = [] {
-    const char* v = std::getenv("JAXINT8_FUSED_QUANT_THREADS");
-    return v ? std::atoi(v) : 0;
-  }();
+  auto kernel = quantize_fused_kernel<T>;
+  static const int resident = resident_blocks(kernel, kFusedThreads);
   static const int per_sm = [] {
     const char* v = std::getenv("JAXINT8_FUSED_QUANT_BLOCKS");
     return v ? std::max(1, std::atoi(v)) : 2;
   }();
-  const bool wide = forced_threads ? forced_threads == 1024 : h >= kFusedWideRow;
-  if (wide)
-    return quantize_fused_launch<T, 1024>(x, t, threshold, s, h, col_amax, xq, row_scale, idx,
-                                          count, st, 1, num_sms, stream);
-  return quantize_fused_launch<T, 256>(x, t, threshold, s, h, col_amax, xq, row_scale, idx, count,
-                                       st, per_sm, num_sms, stream);
+  const int64_t blocks = static_cast<int64_t>(num_sms) * std::min(per_sm, resident);
+  int l_log2 = 0;  // narrowest strips that still cover h with one strip per block
+  while (l_log2 < 5 && (h + (8 << l_log2) - 1) / (8 << l_log2) > blocks) ++l_log2;
+  return launch_cooperative_kernel(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kFusedThreads),
+                                   stream, x, t, s, h, threshold, l_log2, col_amax, xq, row_scale,
+                                   idx, count, st);
 }
 
 template <typename T>
@@ -488,6 +470,16 @@ cudaError_t quantize_rows_t(const T* x, const float* col_amax, float threshold, 
   return cudaSuccess;
 }
 
+// f(x as a pointer to its element type).
+template <typename F>
+cudaError_t with_typed_x(const void* x, FloatType t, F&& f) {
+  switch (t) {
+    case FloatType::kF32: return f(static_cast<const float*>(x));
+    case FloatType::kBF16: return f(static_cast<const __nv_bfloat16*>(x));
+    default: return f(static_cast<const __half*>(x));
+  }
+}
+
 }  // namespace
 
 bool quantize_fused_supported(const void* x, int64_t nb, int64_t s, int64_t h, const float* col_amax,
@@ -501,46 +493,25 @@ cudaError_t launch_quantize_fused(const void* x, FloatType t, float threshold, i
                                   float* col_amax, int8_t* xq, float* row_scale, int32_t* outlier_idx,
                                   int32_t* outlier_count, const OutlierStaging& staging, int num_sms,
                                   cudaStream_t stream) {
-  switch (t) {
-    case FloatType::kF32:
-      return quantize_fused_t(static_cast<const float*>(x), t, threshold, s, h, col_amax, xq,
-                              row_scale, outlier_idx, outlier_count, staging, num_sms, stream);
-    case FloatType::kBF16:
-      return quantize_fused_t(static_cast<const __nv_bfloat16*>(x), t, threshold, s, h, col_amax,
-                              xq, row_scale, outlier_idx, outlier_count, staging, num_sms, stream);
-    default:
-      return quantize_fused_t(static_cast<const __half*>(x), t, threshold, s, h, col_amax, xq,
-                              row_scale, outlier_idx, outlier_count, staging, num_sms, stream);
-  }
+  return with_typed_x(x, t, [&](auto* xt) {
+    return quantize_fused_t(xt, t, threshold, s, h, col_amax, xq, row_scale, outlier_idx,
+                            outlier_count, staging, num_sms, stream);
+  });
 }
 
 cudaError_t launch_column_absmax(const void* x, FloatType t, int64_t nb, int64_t s, int64_t h,
                                  float* col_amax, int num_sms, cudaStream_t stream) {
-  switch (t) {
-    case FloatType::kF32:
-      return column_absmax_t(static_cast<const float*>(x), nb, s, h, col_amax, num_sms, stream);
-    case FloatType::kBF16:
-      return column_absmax_t(static_cast<const __nv_bfloat16*>(x), nb, s, h, col_amax, num_sms, stream);
-    default:
-      return column_absmax_t(static_cast<const __half*>(x), nb, s, h, col_amax, num_sms, stream);
-  }
+  return with_typed_x(x, t, [&](auto* xt) { return column_absmax_t(xt, nb, s, h, col_amax, num_sms, stream); });
 }
 
 cudaError_t launch_quantize_rows(const void* x, FloatType t, const float* col_amax,
                                  float threshold, int64_t nb, int64_t s, int64_t h, int8_t* xq,
                                  float* row_scale, int32_t* outlier_idx, int32_t* outlier_count,
                                  int num_sms, cudaStream_t stream, bool pdl) {
-  switch (t) {
-    case FloatType::kF32:
-      return quantize_rows_t(static_cast<const float*>(x), col_amax, threshold, nb, s, h, xq,
-                             row_scale, outlier_idx, outlier_count, num_sms, stream, pdl);
-    case FloatType::kBF16:
-      return quantize_rows_t(static_cast<const __nv_bfloat16*>(x), col_amax, threshold, nb, s, h,
-                             xq, row_scale, outlier_idx, outlier_count, num_sms, stream, pdl);
-    default:
-      return quantize_rows_t(static_cast<const __half*>(x), col_amax, threshold, nb, s, h, xq,
-                             row_scale, outlier_idx, outlier_count, num_sms, stream, pdl);
-  }
+  return with_typed_x(x, t, [&](auto* xt) {
+    return quantize_rows_t(xt, col_amax, threshold, nb, s, h, xq, row_scale, outlier_idx,
+                           outlier_count, num_sms, stream, pdl);
+  });
 }
 
 }  // namespace jaxint8::cuda

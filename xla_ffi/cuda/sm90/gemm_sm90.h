@@ -34,7 +34,8 @@ bool int8_gemm_sm90_supported(const Int8GemmParams& p);
 size_t int8_gemm_sm90_workspace_bytes(int64_t m, int64_t n, int64_t k);
 inline constexpr int kInt8GemmSm90OutlierCap = 128;
 
-// m <= this: 64x128 ping-pong kernel; above: 128x256 cooperative kernel (cluster 2x1).
+// m <= this: 64x128 ping-pong kernel (64x64 for narrow outputs); above: 128x256 cooperative
+// kernel (cluster 2x1) or 128x128 ping-pong (see launch_int8_gemm_sm90_mode).
 inline constexpr int64_t kInt8GemmSm90PingpongMaxM = 512;
 
 // How the epilogue computes the outlier term: 0 = CUDA cores in the CPU handler's exact operation
