@@ -187,14 +187,13 @@ ffi::Error ColumnAbsmax(cudaStream_t stream, ffi::AnyBuffer x, ffi::Result<ffi::
   return ffi::Error::Success();
 }
 
-// The row pass; pdl: the previous kernel on the stream is the column pass (early launch).
+// The row pass on buffers already checked by check_quantize_rows (shape sh); pdl: the previous
+// kernel on the stream is the column pass (early launch).
 ffi::Error QuantizeRowsImpl(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer col_amax,
                             ffi::Result<ffi::AnyBuffer> xq, ffi::Result<ffi::AnyBuffer> row_scale,
                             ffi::Result<ffi::AnyBuffer> outlier_idx,
-                            ffi::Result<ffi::AnyBuffer> outlier_count, float threshold, bool pdl) {
-  ActivationShape sh;
-  JAXINT8_RETURN_IF_ERROR(check_quantize_rows(x, col_amax, *xq, *row_scale, *outlier_idx,
-                                              *outlier_count, &sh));
+                            ffi::Result<ffi::AnyBuffer> outlier_count, float threshold, bool pdl,
+                            const ActivationShape& sh) {
   cudaError_t err = launch_quantize_rows(
       x.untyped_data(), float_type(x.element_type()), col_amax.typed_data<float>(), threshold,
       sh.nb, sh.s, sh.h, xq->typed_data<int8_t>(), row_scale->typed_data<float>(),
@@ -208,8 +207,11 @@ ffi::Error QuantizeRows(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer co
                         ffi::Result<ffi::AnyBuffer> xq, ffi::Result<ffi::AnyBuffer> row_scale,
                         ffi::Result<ffi::AnyBuffer> outlier_idx,
                         ffi::Result<ffi::AnyBuffer> outlier_count, float threshold) {
+  ActivationShape sh;
+  JAXINT8_RETURN_IF_ERROR(check_quantize_rows(x, col_amax, *xq, *row_scale, *outlier_idx,
+                                              *outlier_count, &sh));
   return QuantizeRowsImpl(stream, x, col_amax, xq, row_scale, outlier_idx, outlier_count, threshold,
-                          /*pdl=*/false);
+                          /*pdl=*/false, sh);
 }
 
 // The matmul target's buffers (the fused targets' intermediate results among them).
@@ -249,13 +251,17 @@ Int8GemmParams gemm_params(const MatmulBuffers& m, const MatmulPlan& plan, int64
   return p;
 }
 
-// Checks the matmul buffers and gets the workspace of the sm90 path (compact outlier operands).
-// The batch elements run one after the other on one stream, so they share it. Without it the
-// sm90 path is still correct, but reads the outliers directly from x / wq (measured 3-8x slower
-// GEMM with 6 outliers).
-ffi::Error PlanInt8Matmul(ffi::ScratchAllocator& scratch, const MatmulBuffers& m, MatmulPlan* plan) {
-  JAXINT8_RETURN_IF_ERROR(check_int8_matmul(m.xq, m.row_scale, m.x, m.outlier_idx, m.outlier_count,
-                                            m.wq, m.w_scale, m.bias, m.y, &plan->sh, &plan->o));
+// Checks the matmul buffers (shapes into *plan).
+ffi::Error CheckInt8Matmul(const MatmulBuffers& m, MatmulPlan* plan) {
+  return check_int8_matmul(m.xq, m.row_scale, m.x, m.outlier_idx, m.outlier_count, m.wq, m.w_scale,
+                           m.bias, m.y, &plan->sh, &plan->o);
+}
+
+// The workspace of the sm90 path (compact outlier operands) for a checked plan. The batch
+// elements run one after the other on one stream, so they share it. Without it the sm90 path is
+// still correct, but reads the outliers directly from x / wq (measured 3-8x slower GEMM with 6
+// outliers).
+void AllocateSm90Workspace(ffi::ScratchAllocator& scratch, MatmulPlan* plan) {
 #ifdef JAXINT8_WITH_SM90
   const DeviceInfo dev = device_info();
   if (dev.cc_major == 9 && plan->sh.s > kSkinnyMaxTokens && forced_path() != ForcedPath::kTiled &&
@@ -279,7 +285,13 @@ ffi::Error PlanInt8Matmul(ffi::ScratchAllocator& scratch, const MatmulBuffers& m
   }
 #else
   (void)scratch;
+  (void)plan;
 #endif
+}
+
+ffi::Error PlanInt8Matmul(ffi::ScratchAllocator& scratch, const MatmulBuffers& m, MatmulPlan* plan) {
+  JAXINT8_RETURN_IF_ERROR(CheckInt8Matmul(m, plan));
+  AllocateSm90Workspace(scratch, plan);
   return ffi::Error::Success();
 }
 
@@ -325,8 +337,9 @@ int64_t fused_quant_max_elements() {
 }
 
 // Both quantization passes of the fused targets (the column pass skipped, col_amax zero, when
-// threshold <= 0). For small prefills (one batch element, more than kSkinnyMaxTokens tokens,
-// aligned rows, see fused_quant_max_elements) they run as one cooperative kernel; when `staging`
+// threshold <= 0), on buffers already checked by check_quantize_rows (shape sh). For small
+// prefills (one batch element, more than kSkinnyMaxTokens tokens, aligned rows, see
+// fused_quant_max_elements) they run as one cooperative kernel; when `staging`
 // is given (ld > 0) that kernel also stages the sm90 GEMM's outlier operands and *staged is
 // set. Sets *pdl when the GEMM that follows may launch early: for decode-sized inputs on Hopper
 // the kernels are chained with programmatic dependent launch (each launches while the previous
@@ -338,10 +351,8 @@ ffi::Error QuantizeForMatmul(cudaStream_t stream, ffi::AnyBuffer x,
                              ffi::Result<ffi::AnyBuffer> row_scale,
                              ffi::Result<ffi::AnyBuffer> outlier_idx,
                              ffi::Result<ffi::AnyBuffer> outlier_count, float threshold,
-                             const OutlierStaging& staging, bool* pdl, bool* staged) {
-  ActivationShape sh;
-  JAXINT8_RETURN_IF_ERROR(check_quantize_rows(x, *col_amax, *xq, *row_scale, *outlier_idx,
-                                              *outlier_count, &sh));
+                             const ActivationShape& sh, const OutlierStaging& staging, bool* pdl,
+                             bool* staged) {
   const DeviceInfo dev = device_info();
   *pdl = false;
   *staged = false;
@@ -371,7 +382,10 @@ ffi::Error QuantizeForMatmul(cudaStream_t stream, ffi::AnyBuffer x,
     });
   }
   if (threshold > 0.0f) {
-    JAXINT8_RETURN_IF_ERROR(ColumnAbsmax(stream, x, col_amax));
+    cudaError_t err = launch_column_absmax(x.untyped_data(), float_type(x.element_type()), sh.nb,
+                                           sh.s, sh.h, col_amax->typed_data<float>(), dev.num_sms,
+                                           stream);
+    if (err != cudaSuccess) return cuda_error(err, "column_absmax");
   } else {
     cudaError_t err = cudaMemsetAsync(col_amax->untyped_data(), 0,
                                       col_amax->element_count() * sizeof(float), stream);
@@ -380,7 +394,7 @@ ffi::Error QuantizeForMatmul(cudaStream_t stream, ffi::AnyBuffer x,
   static const bool pdl_on = env_int("JAXINT8_PDL", 1) != 0;
   *pdl = pdl_on && dev.cc_major >= 9 && sh.s <= kSkinnyMaxTokens;
   return QuantizeRowsImpl(stream, x, *col_amax, xq, row_scale, outlier_idx, outlier_count,
-                          threshold, *pdl && threshold > 0.0f);
+                          threshold, *pdl && threshold > 0.0f, sh);
 }
 
 // The three handlers above in one custom call (one FFI call overhead instead of three).
@@ -405,7 +419,7 @@ ffi::Error LlmInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi
 #endif
   bool pdl = false, staged = false;
   JAXINT8_RETURN_IF_ERROR(QuantizeForMatmul(stream, x, col_amax, xq, row_scale, outlier_idx,
-                                            outlier_count, threshold, staging, &pdl, &staged));
+                                            outlier_count, threshold, sh, staging, &pdl, &staged));
   return LaunchInt8Matmul(stream, m, plan, pdl, staged);
 }
 
@@ -423,9 +437,12 @@ ffi::Error LlmInt8MatmulGroup(cudaStream_t stream, ffi::ScratchAllocator scratch
   size_t groups = 0;
   GroupWeights w;
   JAXINT8_RETURN_IF_ERROR(decode_group(weights, ys, w, &groups));
+  ActivationShape sh;
+  JAXINT8_RETURN_IF_ERROR(check_quantize_rows(x, *col_amax, *xq, *row_scale, *outlier_idx,
+                                              *outlier_count, &sh));
   bool pdl = false, staged = false;
   JAXINT8_RETURN_IF_ERROR(QuantizeForMatmul(stream, x, col_amax, xq, row_scale, outlier_idx,
-                                            outlier_count, threshold, OutlierStaging{}, &pdl,
+                                            outlier_count, threshold, sh, OutlierStaging{}, &pdl,
                                             &staged));
   const DeviceInfo dev = device_info();
   std::optional<MatmulBuffers> m[kMaxGroupWeights];
@@ -434,15 +451,12 @@ ffi::Error LlmInt8MatmulGroup(cudaStream_t stream, ffi::ScratchAllocator scratch
   for (size_t g = 0; g < groups; ++g) {
     m[g].emplace(MatmulBuffers{*xq, *row_scale, x, *outlier_idx, *outlier_count, w[g]->wq,
                                w[g]->w_scale, w[g]->bias, *w[g]->y});
-    const MatmulBuffers& mg = *m[g];
-    JAXINT8_RETURN_IF_ERROR(check_int8_matmul(mg.xq, mg.row_scale, mg.x, mg.outlier_idx,
-                                              mg.outlier_count, mg.wq, mg.w_scale, mg.bias, mg.y,
-                                              &plans[g].sh, &plans[g].o));
-    all_skinny = all_skinny && choose_path(gemm_params(mg, plans[g], 0), dev) == GemmPath::kSkinny;
+    JAXINT8_RETURN_IF_ERROR(CheckInt8Matmul(*m[g], &plans[g]));
+    all_skinny = all_skinny && choose_path(gemm_params(*m[g], plans[g], 0), dev) == GemmPath::kSkinny;
   }
   if (!all_skinny) {
     for (size_t g = 0; g < groups; ++g) {
-      JAXINT8_RETURN_IF_ERROR(PlanInt8Matmul(scratch, *m[g], &plans[g]));
+      AllocateSm90Workspace(scratch, &plans[g]);
       JAXINT8_RETURN_IF_ERROR(LaunchInt8Matmul(stream, *m[g], plans[g], pdl && g == 0, false));
     }
     return ffi::Error::Success();
