@@ -75,35 +75,40 @@ def largest_gaps(group, n=5):
     return sorted(gaps, reverse=True)[:n]
 
 
-def trace_programs(programs, calls, execs):
+def trace_programs(programs, calls, execs, exec_gap_s=EXEC_GAP_S):
     """Runs each ``name -> (fn, args)`` ``execs`` times under the profiler (already warmed up).
 
-    Returns ``name -> {"span": s/call, "busy": s/call, "kernels": {name: s/call}, "gaps": [...]}``
+    Returns ``name -> {"span": s/call, "busy": s/call, "kernels": {name: s/call},
+    "launches": {name: launches/call}, "gaps": [...]}``
     from the device timeline (median span over the executions, divided by ``calls`` per
     execution; "gaps": ``largest_gaps`` of the execution with the median span), or None when the
-    trace holds no GPU events or the executions cannot be told apart.
+    trace holds no GPU events or the executions cannot be told apart (``exec_gap_s``: idle time
+    between executions; raise it for programs with long idle gaps inside).
     """
     with tempfile.TemporaryDirectory() as d:
         with jax.profiler.trace(d):
             for fn, args in programs.values():
                 for _ in range(execs):
                     jax.block_until_ready(fn(*args))
-                    time.sleep(EXEC_GAP_S)
-        groups = split_executions(device_events(d))
+                    time.sleep(exec_gap_s)
+        groups = split_executions(device_events(d), 0.5 * exec_gap_s * 1e9)
     if len(groups) != execs * len(programs):
         return None
     out = {}
     for i, name in enumerate(programs):
         mine = groups[i * execs:(i + 1) * execs]
         kernels = collections.defaultdict(float)
+        launches = collections.defaultdict(float)
         for group in mine:
             for kname, _, dur in group:
                 kernels[kname] += dur * 1e-9 / (execs * calls)
+                launches[kname] += 1.0 / (execs * calls)
         by_span = sorted(mine, key=span_ns)
         out[name] = {
             "gaps": largest_gaps(by_span[len(by_span) // 2]),
             "span": statistics.median(span_ns(g) for g in mine) * 1e-9 / calls,
             "busy": statistics.median(busy_ns(g) for g in mine) * 1e-9 / calls,
             "kernels": dict(kernels),
+            "launches": dict(launches),
         }
     return out

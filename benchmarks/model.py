@@ -207,19 +207,25 @@ def trace_decode(run_decode, decode_steps: int, execs: int = 2) -> dict | None:
     span >> busy means the step is host-bound (launches, the while loop's per-step predicate
     read-back), not kernel-bound.
     """
-    dev = devicetime.trace_programs({"decode": (run_decode, ())}, decode_steps, execs)
+    # 50 ms between executions: a deep model's decode loop can idle for milliseconds inside one.
+    dev = devicetime.trace_programs({"decode": (run_decode, ())}, decode_steps, execs, exec_gap_s=0.05)
     if dev is None:
         return None
     d = dev["decode"]
     groups: dict = {}
     for name, t in d["kernels"].items():
         groups[kernel_group(name)] = groups.get(kernel_group(name), 0.0) + t
-    top = sorted(d["kernels"].items(), key=lambda kv: -kv[1])[:8]
+    top = sorted(d["kernels"].items(), key=lambda kv: -kv[1])[:12]
+    launches = d.get("launches", {})
     return {
         "span_us": 1e6 * d["span"],
         "busy_us": 1e6 * d["busy"],
+        "launches": sum(launches.values()),
         "groups_us": {k: 1e6 * v for k, v in groups.items()},
         "top_kernels_us": {k[:90]: 1e6 * v for k, v in top},
+        "top_kernels_launches": {k[:90]: launches.get(k, 0.0) for k, _ in top},
+        # longest idle intervals of one execution (all steps): (us, offset us, kernel before, after)
+        "largest_gaps": [(g / 1e3, off / 1e3, a[:60], b[:60]) for g, off, a, b in d["gaps"]],
     }
 
 
@@ -275,9 +281,13 @@ def print_trace(title: str, t: dict | None) -> None:
         print(f"{title}: trace unavailable (no GPU events or executions not separable)")
         return
     groups = ", ".join(f"{k} {v:.0f}" for k, v in sorted(t["groups_us"].items(), key=lambda kv: -kv[1]))
-    print(f"{title}: per step span {t['span_us']:.0f} us, GPU busy {t['busy_us']:.0f} us ({groups})", flush=True)
+    print(f"{title}: per step span {t['span_us']:.0f} us, GPU busy {t['busy_us']:.0f} us, "
+          f"{t.get('launches', 0):.0f} kernels ({groups})", flush=True)
+    n = t.get("top_kernels_launches", {})
     for k, v in t["top_kernels_us"].items():
-        print(f"    {v:8.1f} us  {k[:70]}")
+        print(f"    {v:8.1f} us {n.get(k, 0):5.0f}x  {k[:70]}")
+    for g, off, a, b in t.get("largest_gaps", [])[:3]:
+        print(f"    gap {g:8.1f} us at {off:9.1f} us: {a[:40]} -> {b[:40]}")
 
 
 def bench_config(name: str, args) -> dict:

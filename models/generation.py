@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxint8.flax import float32_int8_biases
+
 from .layers import init_kv_cache
 
 __all__ = ["GenerationConfig", "generate", "pad_prompts", "prefill", "decode", "sample_logits"]
@@ -133,6 +135,7 @@ def decode(model, gen: GenerationConfig, params, logits, cache, key_mask, prompt
     ``done`` (bool ``[B]``, optional) marks rows that are finished from the start (batch padding).
     """
     B = logits.shape[0]
+    params = float32_int8_biases(params)  # once here, not once per layer and step in the loop
     pad_id = gen.pad_token_id
     width = key_mask.shape[1]  # >= n_steps; sliced by the caller
     eos = jnp.asarray(gen.eos_token_id if gen.eos_token_id is not None else (), jnp.int32).reshape(-1)

@@ -243,12 +243,14 @@ def test_cuda_all_outliers_chunks():
         assert (rg[1] == 0).all()
 
 
-# s = 5: decode-sized, so the fused target chains its kernels with programmatic dependent launch.
-@pytest.mark.parametrize("s,dtype", [(40, F32), (5, BF16)])
+# s = 5: decode-sized, so the fused target chains its kernels with programmatic dependent launch;
+# s = 1: one quantization kernel (the NaN and the Inf in the same row).
+@pytest.mark.parametrize("s,dtype", [(40, F32), (5, BF16), (1, F16)])
 def test_cuda_nan_and_inf_propagate(s, dtype):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((s, 64)).astype(np.float32)
-    x[3, 5] = np.nan
+    r_nan = min(3, s - 1)
+    x[r_nan, 5] = np.nan
     x[s // 2, 7] = np.inf
     wq, ws = quantize_weight_np(0.02 * rng.standard_normal((64, 48)))
     for thr in (6.0, 0.0):
@@ -263,7 +265,7 @@ def test_cuda_nan_and_inf_propagate(s, dtype):
                 np.testing.assert_array_equal(a, b)
             yc, yg = rc[5], got[5]
             np.testing.assert_array_equal(np.isfinite(yc), np.isfinite(yg))
-            assert not np.isfinite(yg[3]).any() and not np.isfinite(yg[s // 2]).any()
+            assert not np.isfinite(yg[r_nan]).any() and not np.isfinite(yg[s // 2]).any()
             ok = np.isfinite(yc)
             np.testing.assert_allclose(yg[ok], yc[ok], rtol=1e-6, atol=1e-6)
 
@@ -373,7 +375,10 @@ def check_fused_case(lead, s, h, o, n_out, dtype):
     ((), 1, 4096, 520, 6, BF16), ((), 1, 20480, 96, 40, BF16), ((), 1, 32768, 33, 6, F16),
     ((), 2, 16384, 64, 0, F32), ((), 3, 1024, 77, 1024, F32), ((), 4, 8192, 130, 70, F16),
     ((), 8, 4096, 48, 6, BF16), ((), 8, 5120, 40, 6, BF16), ((), 5, 16, 24, 16, F32),
-    ((2, 3), 2, 512, 40, 3, BF16), ((), 13, 4096, 72, 6, BF16)])
+    ((2, 3), 2, 512, 40, 3, BF16), ((), 13, 4096, 72, 6, BF16),
+    # one token per batch element (one quantization kernel): several batch elements, f32, an odd
+    # row width (scalar loads), more batch elements than half the SMs (256-thread blocks)
+    ((3,), 1, 1000, 40, 5, F32), ((2,), 1, 999, 24, 4, BF16), ((70,), 1, 256, 16, 2, F16)])
 def test_cuda_fused_decode_sizes(lead, s, h, o, n_out, dtype):
     check_fused_case(lead, s, h, o, n_out, dtype)
 

@@ -1,5 +1,7 @@
 """Flax layers: linen Int8Dense, nnx Int8Linear and the converters."""
 
+import functools
+
 import numpy as np
 import flax.linen as nn
 import jax
@@ -8,8 +10,8 @@ import pytest
 from flax import nnx
 
 import jaxint8
-from jaxint8.flax import (Int8Dense, Int8Linear, QuantizedArray, quantize_dense_params,
-                          quantize_linear_layers, trainable_mask)
+from jaxint8.flax import (Int8Dense, Int8Linear, QuantizedArray, float32_int8_biases,
+                          quantize_dense_params, quantize_linear_layers, trainable_mask)
 from data import activations, rel_err, rng
 
 
@@ -106,6 +108,21 @@ def test_conversion_errors_name_the_path():
     params["down"]["kernel"] = params["down"]["kernel"][:, :10]
     with pytest.raises(ValueError, match="down/kernel"):
         quantize_dense_params(params, target=target)
+
+
+def test_float32_int8_biases_keeps_the_results():
+    x = _x(dtype=jnp.bfloat16)
+    model = _Block(dense=functools.partial(Int8Dense, param_dtype=jnp.bfloat16))
+    q = model.init(jax.random.key(0), x)["params"]
+    q["up"]["bias"] = jnp.linspace(-3, 3, q["up"]["bias"].shape[0]).astype(jnp.bfloat16)
+    f = float32_int8_biases(q)
+    assert f["up"]["bias"].dtype == jnp.float32 and f["down"]["bias"].dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(f["up"]["bias"]), np.asarray(q["up"]["bias"], np.float32))
+    assert f["lm_head"]["bias"] is q["lm_head"]["bias"]  # float layers untouched
+    assert f["up"]["kernel"] is q["up"]["kernel"]
+    apply = jax.jit(model.apply)
+    np.testing.assert_array_equal(np.asarray(apply({"params": f}, x), np.float32),
+                                  np.asarray(apply({"params": q}, x), np.float32))
 
 
 def test_trainable_mask_freezes_int8_kernels():

@@ -14,7 +14,7 @@ Example (linen)::
     (2, 128)
 """
 
-from jaxint8.flax.convert import quantize_dense_params, trainable_mask
+from jaxint8.flax.convert import float32_int8_biases, quantize_dense_params, trainable_mask
 from jaxint8.flax.group import int8_dense_group
 from jaxint8.flax.linen import Int8Dense
 from jaxint8.flax.nnx import Int8Linear, QuantizedArray, quantize_linear_layers
@@ -23,6 +23,7 @@ __all__ = [
     "Int8Dense",
     "Int8Linear",
     "QuantizedArray",
+    "float32_int8_biases",
     "int8_dense_group",
     "quantize_dense_params",
     "quantize_linear_layers",

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from jaxint8.weights import quantize_weight
 
-__all__ = ["quantize_dense_params", "trainable_mask"]
+__all__ = ["float32_int8_biases", "quantize_dense_params", "trainable_mask"]
 
 
 def _is_dense(tree) -> bool:
@@ -102,5 +102,33 @@ def trainable_mask(params) -> Any:
             return {k: (False if frozen and k in ("kernel", "scale") else walk(v))
                     for k, v in tree.items()}
         return jax.tree_util.tree_map(lambda a: bool(jnp.issubdtype(a.dtype, jnp.floating)), tree)
+
+    return walk(params)
+
+
+def float32_int8_biases(params: Mapping[str, Any]) -> dict:
+    """``params`` with the bias of every ``Int8Dense`` entry in float32; everything else as is.
+
+    The int8 kernels add the bias in float32, so a bfloat16 / float16 bias is converted on every
+    call: one small kernel per layer. In a loop that applies the model many times (token-by-token
+    decoding in a ``lax.while_loop``) XLA keeps those converts in the loop body; converting once
+    before the loop removes them (:func:`jaxint8.models.generation.decode` does). The values, and
+    so the results, are unchanged: the float32 bias holds the same numbers.
+
+    Example::
+
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxint8.flax import Int8Dense, float32_int8_biases
+        >>> p = Int8Dense(8, param_dtype=jnp.bfloat16).init(jax.random.key(0), jnp.ones((1, 4)))
+        >>> float32_int8_biases(p["params"])["bias"].dtype
+        dtype('float32')
+    """
+
+    def walk(tree):
+        if _target_is_int8(tree) and tree.get("bias") is not None:
+            return {**tree, "bias": jnp.asarray(tree["bias"], jnp.float32)}
+        if isinstance(tree, Mapping):
+            return {k: walk(v) for k, v in tree.items()}
+        return tree
 
     return walk(params)
