@@ -385,14 +385,15 @@ ffi::Error QuantizeForMatmul(cudaStream_t stream, ffi::AnyBuffer x,
   static const bool pdl_on = env_int("JAXINT8_PDL", 1) != 0;
   *pdl = pdl_on && dev.cc_major >= 9 && sh.s <= kSkinnyMaxTokens;
   // One token (decode at batch 1, or a batch of single-token rows): one kernel instead of
-  // column pass + row pass. JAXINT8_TOKEN_QUANT=0 (environment, read once) keeps the two, for
-  // measurements.
-  static const bool token_quant = env_int("JAXINT8_TOKEN_QUANT", 1) != 0;
-  if (sh.s == 1 && token_quant) {
+  // column pass + row pass. JAXINT8_TOKEN_QUANT (environment, read once, for measurements):
+  // 0 keeps the two, 2 lets the GEMM launch only once the row is read (late_trigger).
+  static const int token_quant = env_int("JAXINT8_TOKEN_QUANT", 1);
+  if (sh.s == 1 && token_quant != 0) {
     cudaError_t err = launch_quantize_token(
         x.untyped_data(), float_type(x.element_type()), threshold, sh.nb, sh.h,
         col_amax->typed_data<float>(), xq->typed_data<int8_t>(), row_scale->typed_data<float>(),
-        outlier_idx->typed_data<int32_t>(), outlier_count->typed_data<int32_t>(), dev.num_sms, stream);
+        outlier_idx->typed_data<int32_t>(), outlier_count->typed_data<int32_t>(), dev.num_sms, stream,
+        /*late_trigger=*/token_quant == 2);
     if (err != cudaSuccess) return cuda_error(err, "quantize_token");
     return ffi::Error::Success();
   }

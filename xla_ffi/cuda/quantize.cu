@@ -304,11 +304,14 @@ __device__ int write_outlier_list(const Flags& flags_of, int64_t h, int32_t* __r
 // into qr. Every thread of the block calls it; scratch: THREADS / 32 floats of shared memory,
 // free again when it returns only after a __syncthreads (block_absmax reads it). VEC: 8 elements
 // per thread and step (h % 8 == 0, aligned rows), else one. The row is read twice (max, then
-// quantize); the second read hits L1/L2.
-template <typename T, bool VEC, int THREADS, typename Flags>
+// quantize); the second read hits L1/L2. after_max() runs once the row's scale is known.
+struct NoOp {
+  __device__ __forceinline__ void operator()() const {}
+};
+template <typename T, bool VEC, int THREADS, typename Flags, typename AfterMax = NoOp>
 __device__ __forceinline__ void quantize_row(const T* __restrict__ xr, const Flags& flags_of, int64_t h,
                                              int8_t* __restrict__ qr, float* __restrict__ scale_out,
-                                             float* scratch) {
+                                             float* scratch, AfterMax after_max = {}) {
   float m = 0.0f;
   if constexpr (VEC) {
 #pragma unroll 4
@@ -327,6 +330,7 @@ __device__ __forceinline__ void quantize_row(const T* __restrict__ xr, const Fla
     }
   }
   m = block_absmax<THREADS>(m, scratch);
+  after_max();
   if (threadIdx.x == 0) *scale_out = m;
   const float mult = quant_multiplier(m);
   if constexpr (VEC) {
@@ -375,13 +379,14 @@ __global__ void __launch_bounds__(THREADS) quantize_rows_kernel(
 // One token per batch element (decode): the row pass without a column pass before it (TokenFlags).
 // Grid (2, nb): block (0, b) quantizes batch b's row; block (1, b) writes its outlier list and
 // col_amax = |x| (zeros when threshold <= 0), the chain's outputs bit for bit. First kernel of
-// the decode chain: it only lets the GEMM launch early.
+// the decode chain: it only lets the GEMM launch early, at once, or (late_trigger) once the row
+// blocks have read their rows (the GEMM's weight stream then does not slow those reads).
 template <typename T, bool VEC, int THREADS>
 __global__ void __launch_bounds__(THREADS) quantize_token_kernel(
     const T* __restrict__ x, float threshold, int64_t h, float* __restrict__ col_amax,
     int8_t* __restrict__ xq, float* __restrict__ row_scale, int32_t* __restrict__ outlier_idx,
-    int32_t* __restrict__ outlier_count) {
-  pdl_trigger();
+    int32_t* __restrict__ outlier_count, bool late_trigger) {
+  if (blockIdx.x == 1 || !late_trigger) pdl_trigger();
   const int64_t b = blockIdx.y;
   const T* xr = x + b * h;
   const TokenFlags<T, VEC> flags{xr, threshold, h};
@@ -393,7 +398,9 @@ __global__ void __launch_bounds__(THREADS) quantize_token_kernel(
     return;
   }
   __shared__ float scratch[THREADS / 32];
-  quantize_row<T, VEC, THREADS>(xr, flags, h, xq + b * h, row_scale + b, scratch);
+  quantize_row<T, VEC, THREADS>(xr, flags, h, xq + b * h, row_scale + b, scratch, [late_trigger] {
+    if (late_trigger) pdl_trigger();
+  });
 }
 
 // ------------------------------------------------------------ fused prefill quantization
@@ -544,7 +551,7 @@ cudaError_t quantize_rows_t(const T* x, const float* col_amax, float threshold, 
 template <typename T>
 cudaError_t quantize_token_t(const T* x, float threshold, int64_t nb, int64_t h, float* col_amax,
                              int8_t* xq, float* row_scale, int32_t* idx, int32_t* count, int num_sms,
-                             cudaStream_t stream) {
+                             cudaStream_t stream, bool late_trigger) {
   const bool vec = h % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(xq) % 8 == 0;
   const bool few = 2 * nb < num_sms;
@@ -553,7 +560,8 @@ cudaError_t quantize_token_t(const T* x, float threshold, int64_t nb, int64_t h,
     const dim3 grid(2, static_cast<unsigned>(nbc));
     auto run = [&](auto kernel, int threads) {
       return launch_kernel(kernel, grid, dim3(threads), stream, /*pdl=*/false, x + b0 * h, threshold,
-                           h, col_amax + b0 * h, xq + b0 * h, row_scale + b0, idx + b0 * h, count + b0);
+                           h, col_amax + b0 * h, xq + b0 * h, row_scale + b0, idx + b0 * h, count + b0,
+                           late_trigger);
     };
     cudaError_t err;
     if (vec && few) err = run(quantize_token_kernel<T, true, kRowThreadsFew>, kRowThreadsFew);
@@ -596,11 +604,12 @@ cudaError_t launch_quantize_fused(const void* x, FloatType t, float threshold, i
 
 cudaError_t launch_quantize_token(const void* x, FloatType t, float threshold, int64_t nb, int64_t h,
                                   float* col_amax, int8_t* xq, float* row_scale, int32_t* outlier_idx,
-                                  int32_t* outlier_count, int num_sms, cudaStream_t stream) {
+                                  int32_t* outlier_count, int num_sms, cudaStream_t stream,
+                                  bool late_trigger) {
   if (nb == 0) return cudaSuccess;
   return with_typed_x(x, t, [&](auto* xt) {
     return quantize_token_t(xt, threshold, nb, h, col_amax, xq, row_scale, outlier_idx, outlier_count,
-                            num_sms, stream);
+                            num_sms, stream, late_trigger);
   });
 }
 
