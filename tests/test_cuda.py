@@ -244,7 +244,7 @@ def test_cuda_all_outliers_chunks():
 
 
 # s = 5: decode-sized, so the fused target chains its kernels with programmatic dependent launch;
-# s = 1: one quantization kernel (the NaN and the Inf in the same row).
+# s = 1: the NaN and the Inf in the same row.
 @pytest.mark.parametrize("s,dtype", [(40, F32), (5, BF16), (1, F16)])
 def test_cuda_nan_and_inf_propagate(s, dtype):
     rng = np.random.default_rng(3)
@@ -369,15 +369,15 @@ def check_fused_case(lead, s, h, o, n_out, dtype):
 # The fused target at decode sizes (the early-launch chain on Hopper): every output, the
 # intermediate ones included, equals the three-call chain's bit for bit, over outlier counts
 # 0 .. all (more than the epilogue's 32-column chunk), leading batch dims, one to eight tokens and
-# rows up to 32768 wide (and one two-token-group case). (These cases also covered the single-kernel decode experiment, see
-# docs/kernels.md.)
+# rows up to 32768 wide (and one two-token-group case). (These cases also covered the single-kernel
+# decode and the one-kernel token quantization experiments, see docs/kernels.md.)
 @pytest.mark.parametrize("lead,s,h,o,n_out,dtype", [
     ((), 1, 4096, 520, 6, BF16), ((), 1, 20480, 96, 40, BF16), ((), 1, 32768, 33, 6, F16),
     ((), 2, 16384, 64, 0, F32), ((), 3, 1024, 77, 1024, F32), ((), 4, 8192, 130, 70, F16),
     ((), 8, 4096, 48, 6, BF16), ((), 8, 5120, 40, 6, BF16), ((), 5, 16, 24, 16, F32),
     ((2, 3), 2, 512, 40, 3, BF16), ((), 13, 4096, 72, 6, BF16),
-    # one token per batch element (one quantization kernel): several batch elements, f32, an odd
-    # row width (scalar loads), more batch elements than half the SMs (256-thread blocks)
+    # one token per batch element: several batch elements, f32, an odd row width (scalar loads),
+    # more batch elements than half the SMs (256-thread row blocks)
     ((3,), 1, 1000, 40, 5, F32), ((2,), 1, 999, 24, 4, BF16), ((70,), 1, 256, 16, 2, F16)])
 def test_cuda_fused_decode_sizes(lead, s, h, o, n_out, dtype):
     check_fused_case(lead, s, h, o, n_out, dtype)

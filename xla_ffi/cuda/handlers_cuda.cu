@@ -341,8 +341,7 @@ int64_t fused_quant_max_elements() {
 // prefills (one batch element, more than kSkinnyMaxTokens tokens, aligned rows, see
 // fused_quant_max_elements) they run as one cooperative kernel; when `staging`
 // is given (ld > 0) that kernel also stages the sm90 GEMM's outlier operands and *staged is
-// set. For one token per batch element they are one kernel (launch_quantize_token). Sets *pdl
-// when the GEMM that follows may launch early: for decode-sized inputs on Hopper
+// set. Sets *pdl when the GEMM that follows may launch early: for decode-sized inputs on Hopper
 // the kernels are chained with programmatic dependent launch (each launches while the previous
 // one runs and waits for its results on the device), so the launch gaps and the GEMM's first
 // weight loads overlap the quantization. JAXINT8_PDL=0 (environment, read once) turns this off,
@@ -382,21 +381,6 @@ ffi::Error QuantizeForMatmul(cudaStream_t stream, ffi::AnyBuffer x,
                    cudaGetErrorString(err));
     });
   }
-  static const bool pdl_on = env_int("JAXINT8_PDL", 1) != 0;
-  *pdl = pdl_on && dev.cc_major >= 9 && sh.s <= kSkinnyMaxTokens;
-  // One token (decode at batch 1, or a batch of single-token rows): one kernel instead of
-  // column pass + row pass. JAXINT8_TOKEN_QUANT (environment, read once, for measurements):
-  // 0 keeps the two, 2 lets the GEMM launch only once the row is read (late_trigger).
-  static const int token_quant = env_int("JAXINT8_TOKEN_QUANT", 1);
-  if (sh.s == 1 && token_quant != 0) {
-    cudaError_t err = launch_quantize_token(
-        x.untyped_data(), float_type(x.element_type()), threshold, sh.nb, sh.h,
-        col_amax->typed_data<float>(), xq->typed_data<int8_t>(), row_scale->typed_data<float>(),
-        outlier_idx->typed_data<int32_t>(), outlier_count->typed_data<int32_t>(), dev.num_sms, stream,
-        /*late_trigger=*/token_quant == 2);
-    if (err != cudaSuccess) return cuda_error(err, "quantize_token");
-    return ffi::Error::Success();
-  }
   if (threshold > 0.0f) {
     cudaError_t err = launch_column_absmax(x.untyped_data(), float_type(x.element_type()), sh.nb,
                                            sh.s, sh.h, col_amax->typed_data<float>(), dev.num_sms,
@@ -407,6 +391,8 @@ ffi::Error QuantizeForMatmul(cudaStream_t stream, ffi::AnyBuffer x,
                                       col_amax->element_count() * sizeof(float), stream);
     if (err != cudaSuccess) return cuda_error(err, "llm_int8_matmul (memset)");
   }
+  static const bool pdl_on = env_int("JAXINT8_PDL", 1) != 0;
+  *pdl = pdl_on && dev.cc_major >= 9 && sh.s <= kSkinnyMaxTokens;
   return QuantizeRowsImpl(stream, x, *col_amax, xq, row_scale, outlier_idx, outlier_count,
                           threshold, *pdl && threshold > 0.0f, sh);
 }

@@ -22,15 +22,6 @@ cudaError_t launch_quantize_rows(const void* x, FloatType t, const float* col_am
                                  float* row_scale, int32_t* outlier_idx, int32_t* outlier_count,
                                  int num_sms, cudaStream_t stream, bool pdl = false);
 
-// One token per batch element (x [nb, 1, h]): launch_column_absmax + launch_quantize_rows in one
-// kernel, the same outputs bit for bit (col_amax = |x|, zeros when threshold <= 0). A row's column
-// absmax is its own |x|, so the outlier flags come from x itself. The GEMM after it may be
-// launched with pdl: at once, or with late_trigger once the rows are read.
-cudaError_t launch_quantize_token(const void* x, FloatType t, float threshold, int64_t nb, int64_t h,
-                                  float* col_amax, int8_t* xq, float* row_scale, int32_t* outlier_idx,
-                                  int32_t* outlier_count, int num_sms, cudaStream_t stream,
-                                  bool late_trigger = false);
-
 // Both quantization passes in one cooperative launch, for one batch element (prefill sizes, see
 // quantize.cu): the outputs of launch_column_absmax + launch_quantize_rows bit for bit (col_amax
 // zeros when threshold <= 0), plus, when staging.ld > 0, the GEMM's compact outlier operands

@@ -214,62 +214,19 @@ __device__ __forceinline__ unsigned outlier_flags8(const float* __restrict__ ama
   return flags;
 }
 
-// Where a row's outlier flags come from. AmaxFlags: the column absmax of its batch element (the
-// row pass and the fused kernel; COHERENT as in outlier_flags8). TokenFlags: the row itself, for
-// one token per batch element, whose column absmax is |x| (nan_absmax(0, v) == |v|), so no column
-// pass is needed. eight(c): bits for columns c..c+7; eight(c, v) / one(c, v) take the row's
-// values at those columns when the caller has loaded them already.
-template <bool VEC, bool COHERENT = false>
-struct AmaxFlags {
-  const float* __restrict__ amax;
-  float threshold;
-  int64_t h;
-  __device__ __forceinline__ unsigned eight(int64_t c) const {
-    return outlier_flags8<VEC, COHERENT>(amax, threshold, c, h);
-  }
-  __device__ __forceinline__ unsigned eight(int64_t c, const float (&)[8]) const { return eight(c); }
-  __device__ __forceinline__ bool one(int64_t c, float) const {
-    return is_outlier(COHERENT ? __ldcg(amax + c) : amax[c], threshold);
-  }
-};
-
-template <typename T, bool VEC>
-struct TokenFlags {
-  const T* __restrict__ x;
-  float threshold;
-  int64_t h;
-  __device__ __forceinline__ unsigned eight(int64_t c, const float (&v)[8]) const {
-    unsigned flags = 0;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) flags |= is_outlier(fabsf(v[i]), threshold) ? 1u << i : 0u;
-    return flags;
-  }
-  __device__ __forceinline__ unsigned eight(int64_t c) const {
-    float v[8];
-    if (VEC && c + 8 <= h) {
-      Vec8<T>::load(x + c, v);
-    } else {
-#pragma unroll
-      for (int i = 0; i < 8; ++i) v[i] = c + i < h ? FloatIO<T>::load(x + c + i) : 0.0f;
-    }
-    return eight(c, v);
-  }
-  __device__ __forceinline__ bool one(int64_t, float v) const { return is_outlier(fabsf(v), threshold); }
-};
-
 // Outlier list of one batch element: ascending column indices, the first `cap` of them written
 // to idx (global or shared memory), then -1 up to h when `pad`; returns the count (the same in
 // every thread; the caller stores it). 8 consecutive columns per thread and step (8 * THREADS
 // per block step), block-wide exclusive scan.
-template <int THREADS, typename Flags>
-__device__ int write_outlier_list(const Flags& flags_of, int64_t h, int32_t* __restrict__ idx,
-                                  int64_t cap, bool pad) {
+template <int THREADS, bool VEC, bool COHERENT = false>
+__device__ int write_outlier_list(const float* __restrict__ amax, float threshold, int64_t h,
+                                  int32_t* __restrict__ idx, int64_t cap, bool pad) {
   __shared__ int warp_counts[THREADS / 32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int64_t base = 0;  // outliers found before this step
   for (int64_t c0 = 0; c0 < h; c0 += 8 * THREADS) {
     const int64_t c = c0 + 8 * threadIdx.x;
-    const unsigned flags = c < h ? flags_of.eight(c) : 0u;
+    const unsigned flags = outlier_flags8<VEC, COHERENT>(amax, threshold, c, h);
     const int mine = __popc(flags);
     int incl = mine;  // inclusive warp scan
 #pragma unroll
@@ -304,33 +261,27 @@ __device__ int write_outlier_list(const Flags& flags_of, int64_t h, int32_t* __r
 // into qr. Every thread of the block calls it; scratch: THREADS / 32 floats of shared memory,
 // free again when it returns only after a __syncthreads (block_absmax reads it). VEC: 8 elements
 // per thread and step (h % 8 == 0, aligned rows), else one. The row is read twice (max, then
-// quantize); the second read hits L1/L2. after_max() runs once the row's scale is known.
-struct NoOp {
-  __device__ __forceinline__ void operator()() const {}
-};
-template <typename T, bool VEC, int THREADS, typename Flags, typename AfterMax = NoOp>
-__device__ __forceinline__ void quantize_row(const T* __restrict__ xr, const Flags& flags_of, int64_t h,
-                                             int8_t* __restrict__ qr, float* __restrict__ scale_out,
-                                             float* scratch, AfterMax after_max = {}) {
+// quantize); the second read hits L1/L2.
+template <typename T, bool VEC, int THREADS, bool COHERENT = false>
+__device__ __forceinline__ void quantize_row(const T* __restrict__ xr, const float* __restrict__ amax,
+                                             float threshold, int64_t h, int8_t* __restrict__ qr,
+                                             float* __restrict__ scale_out, float* scratch) {
   float m = 0.0f;
   if constexpr (VEC) {
 #pragma unroll 4
     for (int64_t c = 8 * threadIdx.x; c < h; c += 8 * THREADS) {
       float v[8];
       Vec8<T>::load(xr + c, v);
-      const unsigned flags = flags_of.eight(c, v);
+      const unsigned flags = outlier_flags8<true, COHERENT>(amax, threshold, c, h);
 #pragma unroll
       for (int i = 0; i < 8; ++i)
         if (!(flags & (1u << i))) m = nan_absmax(m, v[i]);
     }
   } else {
-    for (int64_t c = threadIdx.x; c < h; c += THREADS) {
-      const float v = FloatIO<T>::load(xr + c);
-      if (!flags_of.one(c, v)) m = nan_absmax(m, v);
-    }
+    for (int64_t c = threadIdx.x; c < h; c += THREADS)
+      if (!is_outlier(amax[c], threshold)) m = nan_absmax(m, FloatIO<T>::load(xr + c));
   }
   m = block_absmax<THREADS>(m, scratch);
-  after_max();
   if (threadIdx.x == 0) *scale_out = m;
   const float mult = quant_multiplier(m);
   if constexpr (VEC) {
@@ -338,7 +289,7 @@ __device__ __forceinline__ void quantize_row(const T* __restrict__ xr, const Fla
     for (int64_t c = 8 * threadIdx.x; c < h; c += 8 * THREADS) {
       float v[8];
       Vec8<T>::load(xr + c, v);
-      const unsigned flags = flags_of.eight(c, v);
+      const unsigned flags = outlier_flags8<true, COHERENT>(amax, threshold, c, h);
       uint32_t packed[2] = {0u, 0u};
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
@@ -348,10 +299,8 @@ __device__ __forceinline__ void quantize_row(const T* __restrict__ xr, const Fla
       *reinterpret_cast<uint2*>(qr + c) = make_uint2(packed[0], packed[1]);
     }
   } else {
-    for (int64_t c = threadIdx.x; c < h; c += THREADS) {
-      const float v = FloatIO<T>::load(xr + c);
-      qr[c] = flags_of.one(c, v) ? int8_t{0} : quantize_value(v, mult);
-    }
+    for (int64_t c = threadIdx.x; c < h; c += THREADS)
+      qr[c] = is_outlier(amax[c], threshold) ? int8_t{0} : quantize_value(FloatIO<T>::load(xr + c), mult);
   }
 }
 
@@ -365,42 +314,15 @@ __global__ void __launch_bounds__(THREADS) quantize_rows_kernel(
   pdl_trigger();  // the GEMM may launch now (it waits for our results)
   pdl_wait();     // col_amax from the column pass (under an early launch)
   const int64_t b = blockIdx.y, r = blockIdx.x;
-  const AmaxFlags<VEC> flags{col_amax + b * h, threshold, h};
+  const float* amax = col_amax + b * h;
   if (r == s) {
-    const int count = write_outlier_list<THREADS>(flags, h, outlier_idx + b * h, h, true);
+    const int count = write_outlier_list<THREADS, VEC>(amax, threshold, h, outlier_idx + b * h, h, true);
     if (threadIdx.x == 0) outlier_count[b] = count;
     return;
   }
   __shared__ float scratch[THREADS / 32];
   const int64_t row = b * s + r;
-  quantize_row<T, VEC, THREADS>(x + row * h, flags, h, xq + row * h, row_scale + row, scratch);
-}
-
-// One token per batch element (decode): the row pass without a column pass before it (TokenFlags).
-// Grid (2, nb): block (0, b) quantizes batch b's row; block (1, b) writes its outlier list and
-// col_amax = |x| (zeros when threshold <= 0), the chain's outputs bit for bit. First kernel of
-// the decode chain: it only lets the GEMM launch early, at once, or (late_trigger) once the row
-// blocks have read their rows (the GEMM's weight stream then does not slow those reads).
-template <typename T, bool VEC, int THREADS>
-__global__ void __launch_bounds__(THREADS) quantize_token_kernel(
-    const T* __restrict__ x, float threshold, int64_t h, float* __restrict__ col_amax,
-    int8_t* __restrict__ xq, float* __restrict__ row_scale, int32_t* __restrict__ outlier_idx,
-    int32_t* __restrict__ outlier_count, bool late_trigger) {
-  if (blockIdx.x == 1 || !late_trigger) pdl_trigger();
-  const int64_t b = blockIdx.y;
-  const T* xr = x + b * h;
-  const TokenFlags<T, VEC> flags{xr, threshold, h};
-  if (blockIdx.x == 1) {
-    const int count = write_outlier_list<THREADS>(flags, h, outlier_idx + b * h, h, true);
-    if (threadIdx.x == 0) outlier_count[b] = count;
-    for (int64_t c = threadIdx.x; c < h; c += THREADS)
-      col_amax[b * h + c] = threshold > 0.0f ? fabsf(FloatIO<T>::load(xr + c)) : 0.0f;
-    return;
-  }
-  __shared__ float scratch[THREADS / 32];
-  quantize_row<T, VEC, THREADS>(xr, flags, h, xq + b * h, row_scale + b, scratch, [late_trigger] {
-    if (late_trigger) pdl_trigger();
-  });
+  quantize_row<T, VEC, THREADS>(x + row * h, amax, threshold, h, xq + row * h, row_scale + row, scratch);
 }
 
 // ------------------------------------------------------------ fused prefill quantization
@@ -439,19 +361,19 @@ __global__ void __launch_bounds__(kFusedThreads) quantize_fused_kernel(
   }
   cooperative_groups::this_grid().sync();
 
-  const AmaxFlags<true, true> flags{col_amax, threshold, h};
   if (blockIdx.x == 0) {
-    const int c = write_outlier_list<THREADS>(flags, h, idx, h, true);
+    const int c = write_outlier_list<THREADS, true, true>(col_amax, threshold, h, idx, h, true);
     if (tid == 0) *count = c;
   }
   for (int64_t r = (blockIdx.x + blocks - 1) % blocks; r < s; r += blocks) {
-    quantize_row<T, true, THREADS>(x + r * h, flags, h, xq + r * h, row_scale + r, scratch);
+    quantize_row<T, true, THREADS, true>(x + r * h, col_amax, threshold, h, xq + r * h,
+                                         row_scale + r, scratch);
     __syncthreads();  // scratch is rewritten by the next row
   }
 
   const int64_t first_stager = blocks - (s + 1) >= blocks / 2 ? s + 1 : 0;
   if (st.ld <= 0 || blockIdx.x < first_stager) return;
-  const int cnt = write_outlier_list<THREADS>(flags, h, s_idx, st.ld, false);
+  const int cnt = write_outlier_list<THREADS, true, true>(col_amax, threshold, h, s_idx, st.ld, false);
   __syncthreads();
   stage_outlier_items(st, x, x_type, s, h, s_idx, cnt, (blockIdx.x - first_stager) * THREADS + tid,
                       (blocks - first_stager) * THREADS);
@@ -548,31 +470,6 @@ cudaError_t quantize_rows_t(const T* x, const float* col_amax, float threshold, 
   return cudaSuccess;
 }
 
-template <typename T>
-cudaError_t quantize_token_t(const T* x, float threshold, int64_t nb, int64_t h, float* col_amax,
-                             int8_t* xq, float* row_scale, int32_t* idx, int32_t* count, int num_sms,
-                             cudaStream_t stream, bool late_trigger) {
-  const bool vec = h % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(xq) % 8 == 0;
-  const bool few = 2 * nb < num_sms;
-  for (int64_t b0 = 0; b0 < nb; b0 += 65535) {  // grid.y limit
-    const int64_t nbc = std::min<int64_t>(65535, nb - b0);
-    const dim3 grid(2, static_cast<unsigned>(nbc));
-    auto run = [&](auto kernel, int threads) {
-      return launch_kernel(kernel, grid, dim3(threads), stream, /*pdl=*/false, x + b0 * h, threshold,
-                           h, col_amax + b0 * h, xq + b0 * h, row_scale + b0, idx + b0 * h, count + b0,
-                           late_trigger);
-    };
-    cudaError_t err;
-    if (vec && few) err = run(quantize_token_kernel<T, true, kRowThreadsFew>, kRowThreadsFew);
-    else if (vec) err = run(quantize_token_kernel<T, true, kRowThreads>, kRowThreads);
-    else if (few) err = run(quantize_token_kernel<T, false, kRowThreadsFew>, kRowThreadsFew);
-    else err = run(quantize_token_kernel<T, false, kRowThreads>, kRowThreads);
-    JAXINT8_CUDA_RETURN_IF_ERROR(err);
-  }
-  return cudaSuccess;
-}
-
 // f(x as a pointer to its element type).
 template <typename F>
 cudaError_t with_typed_x(const void* x, FloatType t, F&& f) {
@@ -599,17 +496,6 @@ cudaError_t launch_quantize_fused(const void* x, FloatType t, float threshold, i
   return with_typed_x(x, t, [&](auto* xt) {
     return quantize_fused_t(xt, t, threshold, s, h, col_amax, xq, row_scale, outlier_idx,
                             outlier_count, staging, num_sms, stream);
-  });
-}
-
-cudaError_t launch_quantize_token(const void* x, FloatType t, float threshold, int64_t nb, int64_t h,
-                                  float* col_amax, int8_t* xq, float* row_scale, int32_t* outlier_idx,
-                                  int32_t* outlier_count, int num_sms, cudaStream_t stream,
-                                  bool late_trigger) {
-  if (nb == 0) return cudaSuccess;
-  return with_typed_x(x, t, [&](auto* xt) {
-    return quantize_token_t(xt, threshold, nb, h, col_amax, xq, row_scale, outlier_idx, outlier_count,
-                            num_sms, stream, late_trigger);
   });
 }
 
