@@ -2,14 +2,16 @@
 
 OPT-6.7B- and OPT-13B-shaped models with random weights. Timing uses the first ``--layers``
 decoder layers and half as many (plus embeddings and lm_head), so the per-layer cost can be
-extrapolated to the full depth; weight memory is computed for the full depth from the
-abstract parameter shapes (nothing that large is allocated).
+extrapolated to the full depth, or the exact ``--depths`` (``--depths 40``: the whole 13B shape,
+which fits an 80 GB GPU in both precisions); weight memory is computed for the full depth from the
+abstract parameter shapes.
 
 Usage::
 
     python benchmarks/model.py                 # GPU: 6.7B- and 13B-shaped, 4 layers timed
     python benchmarks/model.py --tiny          # CPU smoke test (seconds)
     python benchmarks/model.py --configs 13b --layers 8 --decode-batch 1 16
+    python benchmarks/model.py --configs 13b --depths 40 --prompt-len 0 --decode-batch 1   # whole model
 
 Writes ``benchmarks/results/model_<tag>.json`` and ``.png`` (if matplotlib is installed) and prints
 a table. Int8 ratios are int8 / bf16 throughput measured in the same run.
