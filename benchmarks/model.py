@@ -301,7 +301,7 @@ def bench_config(name: str, args) -> dict:
     device): measured, not extrapolated."""
     full_depth = CONFIGS[name]["num_hidden_layers"]
     if args.depths:
-        depths = sorted({min(d, full_depth) for d in args.depths})[-2:]
+        depths = sorted({min(d, full_depth) for d in args.depths})
         top = depths[-1]
     else:
         top = min(args.layers, full_depth)
@@ -446,7 +446,7 @@ def main(argv=None):
     p.add_argument("--configs", nargs="+", default=None, choices=list(CONFIGS))
     p.add_argument("--layers", type=int, default=4, help="decoder layers to time (memory is full depth)")
     p.add_argument("--depths", type=int, nargs="+", default=None,
-                   help="exact depths to time (the two largest; overrides --layers), e.g. 4 40")
+                   help="exact depths to time, one or two (overrides --layers), e.g. 4 40")
     p.add_argument("--prompt-len", type=int, nargs="+", default=[512, 2048], help="prefill lengths (0: none)")
     p.add_argument("--prefill-batch", type=int, nargs="+", default=[1])
     p.add_argument("--decode-batch", type=int, nargs="+", default=[1, 16])
@@ -460,6 +460,9 @@ def main(argv=None):
     p.add_argument("--outlier-dims", type=int, default=6, help="planted systematic outlier dims (0: none)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/model_<tag>.json)")
     args = p.parse_args(argv)
+    if args.depths and (len(args.depths) > 2 or min(args.depths) < 1):
+        p.error(f"--depths takes one or two depths >= 1 (the per-layer cost comes from two), "
+                f"got {args.depths}")
     if args.tiny:
         args.configs = args.configs or ["tiny"]
         args.prompt_len, args.decode_batch, args.decode_steps, args.repeats = [32], [1, 4], 8, 2
