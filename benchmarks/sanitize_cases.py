@@ -3,7 +3,8 @@
 Runs every kernel family once on small odd shapes (and one tile-sized case): column absmax
 (direct and split/atomic), quantize rows (vector and scalar paths), skinny GEMM (aligned and
 generic, 1 and 2 token groups), tiled mma.sync GEMM (with M/N/K tails, outlier chunks > 32),
-and the sm90 GEMM when built. Every case also runs the fused target: at decode sizes (<= 16
+and the sm90 GEMM when built. Every case also runs the fused target (at one token with aligned
+rows: the one-kernel token GEMV): at decode sizes (<= 16
 tokens) its kernels are chained by programmatic dependent launch on Hopper, at 17-512 tokens it
 quantizes in one cooperative kernel that also stages the sm90 GEMM's outliers; GROUP_CASES run the grouped
 target (one skinny launch over several weights at decode sizes, one GEMM per weight above). Run
@@ -42,12 +43,16 @@ CASES = [  # (s, h, o, dtype, threshold)
     (128, 4096, 264, jnp.bfloat16, 6.0), # fused prefill quantization + staging (sm90)
     (40, 24, 40, jnp.float16, 6.0),      # fused prefill quantization, narrow strips, no staging
     (64, 1024, 136, jnp.float32, 1e-3),  # fused prefill, all columns outliers (> staged 128)
+    (1, 4096, 8192, jnp.bfloat16, 6.0),  # token GEMV: 2 row groups per block
+    (1, 16384, 2048, jnp.float32, 6.0),  # token GEMV, 2 K slices
+    (1, 2048, 16384, jnp.float16, 1e-3), # token GEMV, all columns outliers (bitmap walk)
 ]
 GROUP_CASES = [  # (s, h, outs, dtype, threshold)
     (1, 100, (37, 16, 16), jnp.bfloat16, 6.0),   # generic skinny (odd k), three weights
     (12, 1024, (520, 136, 8), jnp.float16, 6.0),  # aligned skinny, two token groups
     (1, 1024, (520, 136, 8), jnp.bfloat16, 6.0),  # dp4a GEMV, three weights
     (64, 512, (264, 40), jnp.bfloat16, 6.0),      # prefill: one GEMM per weight
+    (1, 4096, (4096, 4096, 1024), jnp.bfloat16, 6.0),  # token GEMV, three weights
 ]
 
 

@@ -244,15 +244,17 @@ def test_cuda_all_outliers_chunks():
 
 
 # s = 5: decode-sized, so the fused target chains its kernels with programmatic dependent launch;
-# s = 1: the NaN and the Inf in the same row.
-@pytest.mark.parametrize("s,dtype", [(40, F32), (5, BF16), (1, F16)])
-def test_cuda_nan_and_inf_propagate(s, dtype):
+# s = 1: the NaN and the Inf in the same row (the fused target runs the one-kernel token GEMV,
+# gemv_token.cu; the 32 MiB weight also puts the chain on the dp4a GEMV).
+@pytest.mark.parametrize("s,dtype,h,o", [(40, F32, 64, 48), (5, BF16, 64, 48), (1, F16, 64, 48),
+                                         (1, BF16, 4096, 8192)])
+def test_cuda_nan_and_inf_propagate(s, dtype, h, o):
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((s, 64)).astype(np.float32)
+    x = rng.standard_normal((s, h)).astype(np.float32)
     r_nan = min(3, s - 1)
     x[r_nan, 5] = np.nan
     x[s // 2, 7] = np.inf
-    wq, ws = quantize_weight_np(0.02 * rng.standard_normal((64, 48)))
+    wq, ws = quantize_weight_np(0.02 * rng.standard_normal((h, o)))
     for thr in (6.0, 0.0):
         args = (jnp.asarray(x, dtype), jnp.asarray(wq), jnp.asarray(ws), jnp.zeros((0,), F32))
         rc, rg = run_both(*args, thr, F32)
@@ -346,7 +348,7 @@ def test_cuda_chain_in_one_program(s, target):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
 
 
-def check_fused_case(lead, s, h, o, n_out, dtype):
+def check_fused_case(lead, s, h, o, n_out, dtype, thresholds=(6.0, 0.0)):
     """The fused target == the three-call chain (every output, bit for bit) == the CPU handlers,
     with n_out planted outlier columns whose every element has |x| >= 20."""
     rng = np.random.default_rng(s * 131 + h + o + n_out)
@@ -357,19 +359,21 @@ def check_fused_case(lead, s, h, o, n_out, dtype):
     x[..., cols] = signs * mags * (1.0 + np.abs(x[..., cols]) / 6.0)  # every element |x| >= 20
     wq, ws = quantize_weight_np(0.02 * rng.standard_normal((h, o)))
     bias = rng.standard_normal(o).astype(np.float32)
-    for thr in (6.0, 0.0):
+    for thr in thresholds:
         args = (jnp.asarray(x, dtype), jnp.asarray(wq), jnp.asarray(ws), jnp.asarray(bias))
         what = f"lead={lead} s={s} h={h} o={o} outliers={n_out} thr={thr}"
         rc, rg = run_both(*args, thr, dtype)
         assert_same(rc, rg, dtype, what)
         assert_fused_same(*args, thr, dtype, rg, what)
-        assert (rg[4] == (n_out if thr > 0 else 0)).all(), what
+        if thr == 6.0 or thr <= 0:  # planted columns have |x| >= 20, the others rarely reach 6
+            assert (rg[4] == (n_out if thr > 0 else 0)).all(), what
 
 
 # The fused target at decode sizes (the early-launch chain on Hopper): every output, the
 # intermediate ones included, equals the three-call chain's bit for bit, over outlier counts
 # 0 .. all (more than the epilogue's 32-column chunk), leading batch dims, one to eight tokens and
-# rows up to 32768 wide (and one two-token-group case). (These cases also covered the single-kernel
+# rows up to 32768 wide (and one two-token-group case); one token with aligned rows runs the
+# one-kernel token GEMV (gemv_token.cu). (These cases also covered the single-kernel
 # decode and the one-kernel token quantization experiments, see docs/kernels.md.)
 @pytest.mark.parametrize("lead,s,h,o,n_out,dtype", [
     ((), 1, 4096, 520, 6, BF16), ((), 1, 20480, 96, 40, BF16), ((), 1, 32768, 33, 6, F16),
@@ -381,6 +385,23 @@ def check_fused_case(lead, s, h, o, n_out, dtype):
     ((3,), 1, 1000, 40, 5, F32), ((2,), 1, 999, 24, 4, BF16), ((70,), 1, 256, 16, 2, F16)])
 def test_cuda_fused_decode_sizes(lead, s, h, o, n_out, dtype):
     check_fused_case(lead, s, h, o, n_out, dtype)
+
+
+# The fused targets at one token (decode at batch 1; aligned rows) run quantization and GEMV as one
+# persistent kernel (xla_ffi/cuda/gemv_token.cu); these cases are large enough for the three-call
+# chain to end in the dp4a GEMV (>= 32 MiB of weights). Every output equals the chain's bit for bit: outlier counts 0, 6, 40, more than the kernel's
+# 128-entry list (it then walks its bitmap) and every column; 1, 2 and 4 K slices per row, several
+# row groups per block (with JAXINT8_GEMV_KSPLIT=4 also with slices: benchmarks/gpu_check.sh,
+# TEST_PATHS=tokensplit); f32 / bf16 / f16.
+@pytest.mark.parametrize("h,o,n_out,dtype,thresholds", [
+    (4096, 8192, 6, BF16, (6.0, 0.0)),    # 1 slice, 2 row groups per block
+    (20480, 5120, 6, BF16, (6.0,)),       # OPT-13B fc2: 1 slice, 2 row groups per block
+    (32768, 1024, 6, BF16, (6.0,)),       # 4 slices
+    (16384, 2048, 40, F16, (6.0, 0.0)),   # 2 slices
+    (5120, 6560, 200, F32, (6.0,)),       # more outliers than the list holds
+    (2048, 16384, 0, BF16, (1e-3,))])     # (almost) every column an outlier
+def test_cuda_token_gemv(h, o, n_out, dtype, thresholds):
+    check_fused_case((), 1, h, o, n_out, dtype, thresholds)
 
 
 # The fused target at prefill sizes (17+ tokens, one batch element, rows a multiple of 8 and at
@@ -405,6 +426,7 @@ def test_cuda_fused_prefill_sizes(lead, s, h, o, n_out, dtype):
 # the generic skinny kernel; several layers in one program are recorded into command buffers.
 @pytest.mark.parametrize("lead,s,h,outs,n_out,dtype", [
     ((), 1, 5120, (5120, 1024, 1024), 6, BF16), ((), 1, 4096, (72, 40, 8), 40, F16),
+    ((), 1, 4096, (4096, 4096, 1024), 150, F16),  # token GEMV's bitmap walk (> 128 outliers)
     ((), 16, 2048, (512, 256, 256), 6, BF16), ((), 9, 1000, (64, 48), 3, F32),
     ((2, 3), 2, 512, (40, 24, 24, 8), 3, BF16), ((), 3, 100, (33, 17), 2, F32),
     ((), 64, 1024, (256, 128, 128), 6, BF16), ((), 300, 512, (136, 64), 6, F16)])

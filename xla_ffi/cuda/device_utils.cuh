@@ -84,6 +84,17 @@ __device__ __forceinline__ uint4 load_stream(const int8_t* p) {
   return r;
 }
 
+// Starts loading `bytes` (a multiple of 16, 16-byte aligned p) into L2 without waiting for them
+// (sm_90+: one bulk prefetch instruction; a no-op before).
+__device__ __forceinline__ void prefetch_l2(const void* p, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (bytes > 0) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 // mma.sync m16n8k32 s8 x s8 -> s32 (row.col), accumulate in place.
 __device__ __forceinline__ void mma_s8_16832(int32_t (&c)[4], const uint32_t (&a)[4],
                                              uint32_t b0, uint32_t b1) {

@@ -19,6 +19,7 @@
 
 #include "cuda/decode_args.cuh"
 #include "cuda/device_utils.cuh"
+#include "cuda/gemv_common.cuh"
 #include "cuda/launch.h"
 
 namespace jaxint8::cuda {
@@ -26,17 +27,9 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-constexpr int kChunk = 512;  // K bytes per warp load instruction
+constexpr int kChunk = kGemvChunk;
 constexpr int kBlocksPerSm = 4;
-constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int64_t kGemvMaxK = int64_t{1} << 27;  // 8 token rows of k bytes: 32-bit offsets
-
-__device__ __forceinline__ int32_t dot16(const uint4& w, const uint4& x, int32_t acc) {
-  acc = __dp4a(static_cast<int>(w.x), static_cast<int>(x.x), acc);
-  acc = __dp4a(static_cast<int>(w.y), static_cast<int>(x.y), acc);
-  acc = __dp4a(static_cast<int>(w.z), static_cast<int>(x.z), acc);
-  return __dp4a(static_cast<int>(w.w), static_cast<int>(x.w), acc);
-}
 
 // MT: tokens per launch (m <= MT); KSPLIT: warps per weight row; U: 16-byte loads in flight per lane.
 template <int MT, int KSPLIT, int U, bool GROUPED>
@@ -114,9 +107,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) gemv_kernel(const Deco
     }
   }
 #pragma unroll
-  for (int j = 0; j < MT; ++j)
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) acc[j] += __shfl_xor_sync(kFullMask, acc[j], off);
+  for (int j = 0; j < MT; ++j) acc[j] = warp_sum(acc[j]);
 
   if constexpr (KSPLIT > 1) {  // the slices of a row meet in shared memory (exact)
     __shared__ int32_t partial[kWarps][MT];
@@ -144,16 +135,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) gemv_kernel(const Deco
   for (int j = 0; j < MT; ++j) osum[j] = 0.0f;
   for (int t0 = 0; t0 < count; t0 += 32) {
     if (t0 > 0) gather_round(t0);
-    const float w_deq = out_ok ? dequantize_weight(static_cast<int8_t>(wq_out), cs) : 0.0f;
-    float xo[MT];
-#pragma unroll
-    for (int j = 0; j < MT; ++j) xo[j] = out_ok ? float_from_bits(x_out[j], p.x_type) : 0.0f;
-    const int tc = min(32, count - t0);
-    for (int t = 0; t < tc; ++t) {
-      const float w = __shfl_sync(kFullMask, w_deq, t);
-#pragma unroll
-      for (int j = 0; j < MT; ++j) osum[j] = outlier_term(osum[j], __shfl_sync(kFullMask, xo[j], t), w);
-    }
+    add_outlier_round<MT>(osum, wq_out, x_out, out_ok, cs, p.x_type, min(32, count - t0));
   }
 #pragma unroll
   for (int j = 0; j < MT; ++j) {
@@ -177,20 +159,9 @@ cudaError_t launch_split(const Int8GemmParams* ps, int count, cudaStream_t strea
 }
 
 // K slices per row: the fewest that give about three waves of blocks (fewer leave SMs idle in
-// the last wave), as long as a slice keeps >= 2 KB of the row. JAXINT8_GEMV_KSPLIT=1|2|4
-// (environment, read once) overrides it, for measurements.
+// the last wave).
 int choose_ksplit(const Int8GemmParams* ps, int count, int num_sms) {
-  static const int forced = [] {
-    const char* v = std::getenv("JAXINT8_GEMV_KSPLIT");
-    return v ? std::atoi(v) : 0;
-  }();
-  if (forced == 1 || forced == 2 || forced == 4) return forced;
-  int64_t rows = 0;
-  for (int i = 0; i < count; ++i) rows += ps[i].n;
-  const int64_t target_blocks = 3 * static_cast<int64_t>(kBlocksPerSm) * std::max(num_sms, 1);
-  int split = 1;
-  while (split < 4 && rows * split / kWarps < target_blocks && ps[0].k / (2 * split) >= 2048) split *= 2;
-  return split;
+  return gemv_ksplit(ps, count, kWarps, 3 * static_cast<int64_t>(kBlocksPerSm) * std::max(num_sms, 1));
 }
 
 template <int MT>

@@ -99,8 +99,7 @@ __global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(const DecodeAr
     const int64_t row = n0 + threadIdx.x;
     const int64_t bytes = min(k, static_cast<int64_t>(p.l2_prefetch_bytes)) & ~int64_t{15};
     if (threadIdx.x < kRows && row < n && bytes > 0) {
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;"
-                   :: "l"(p.wq + row * k), "r"(static_cast<unsigned>(bytes)) : "memory");
+      prefetch_l2(p.wq + row * k, static_cast<unsigned>(bytes));
     }
   }
 #endif
@@ -263,21 +262,32 @@ cudaError_t launch_tiles(const Int8GemmParams* ps, int count, cudaStream_t strea
 
 // The dp4a GEMV or the mma kernel for a launch the GEMV supports (launch.h).
 bool use_gemv(const Int8GemmParams* ps, int count) {
-  static const int forced = [] {  // 0 auto, 1 mma, 2 dp4a
-    const char* v = std::getenv("JAXINT8_DECODE_KERNEL");
-    if (!v || !*v || !std::strcmp(v, "auto")) return 0;
-    if (!std::strcmp(v, "mma")) return 1;
-    if (!std::strcmp(v, "dp4a")) return 2;
-    std::fprintf(stderr, "jaxint8: ignoring JAXINT8_DECODE_KERNEL=%s (expected auto, mma or dp4a)\n", v);
-    return 0;
-  }();
-  if (forced != 0) return forced == 2;
+  const DecodeKernel forced = forced_decode_kernel();
+  if (forced != DecodeKernel::kAuto) return forced == DecodeKernel::kDp4a;
   int64_t weight_bytes = 0;
   for (int i = 0; i < count; ++i) weight_bytes += ps[i].n * ps[i].k;
   return ps[0].m <= kGemvAutoTokens && weight_bytes >= kGemvMinWeightBytes;
 }
 
+bool decode_uses_gemv(const Int8GemmParams* ps, int count) {
+  for (int i = 0; i < count; ++i)
+    if (!int8_gemv_supported(ps[i])) return false;
+  return use_gemv(ps, count);
+}
+
 }  // namespace
+
+DecodeKernel forced_decode_kernel() {
+  static const DecodeKernel forced = [] {
+    const char* v = std::getenv("JAXINT8_DECODE_KERNEL");
+    if (!v || !*v || !std::strcmp(v, "auto")) return DecodeKernel::kAuto;
+    if (!std::strcmp(v, "mma")) return DecodeKernel::kMma;
+    if (!std::strcmp(v, "dp4a")) return DecodeKernel::kDp4a;
+    std::fprintf(stderr, "jaxint8: ignoring JAXINT8_DECODE_KERNEL=%s (expected auto, mma or dp4a)\n", v);
+    return DecodeKernel::kAuto;
+  }();
+  return forced;
+}
 
 bool int8_gemm_skinny_fast_path(const Int8GemmParams& p) {
   return p.k % 16 == 0 && reinterpret_cast<uintptr_t>(p.wq) % 16 == 0 &&
@@ -293,13 +303,12 @@ cudaError_t launch_int8_gemm_skinny_group(const Int8GemmParams* ps, int count, i
   if (count < 1 || count > kMaxSkinnyWeights) return cudaErrorInvalidValue;
   if (ps[0].m == 0) return cudaSuccess;
   if ((ps[0].m + 15) / 16 > 65535) return cudaErrorInvalidConfiguration;
-  bool aligned = true, gemv = true;
+  bool aligned = true;
   for (int i = 0; i < count; ++i) {
     if (!same_activations(ps[0], ps[i])) return cudaErrorInvalidValue;
     aligned = aligned && int8_gemm_skinny_fast_path(ps[i]);
-    gemv = gemv && int8_gemv_supported(ps[i]);
   }
-  if (gemv && use_gemv(ps, count)) return launch_int8_gemv_group(ps, count, num_sms, stream, pdl);
+  if (decode_uses_gemv(ps, count)) return launch_int8_gemv_group(ps, count, num_sms, stream, pdl);
   const bool one_group = ps[0].m <= 8;  // one n8 token group per mma is enough
   if (aligned) {
     return one_group ? launch_tiles<1, true>(ps, count, stream, pdl)

@@ -397,6 +397,35 @@ ffi::Error QuantizeForMatmul(cudaStream_t stream, ffi::AnyBuffer x,
                           threshold, *pdl && threshold > 0.0f, sh);
 }
 
+// Decode at one token (x [1, h], the fused targets): quantization and GEMV in one persistent
+// kernel (gemv_token.cu) where the chain would take the decode GEMM path, unless
+// JAXINT8_DECODE_KERNEL=mma forces the mma kernel. The column pass, the row pass and their two
+// hand-offs then leave the weight stream's critical path (H100, 40-layer 13B decode at batch 1:
+// 146.4 -> 151.0 tok/s). Same outputs bit for bit. Returns whether it launched; *err is then its
+// result. JAXINT8_TOKEN_GEMV=0 (environment, read once) keeps the chain, for measurements.
+bool TryTokenGemv(cudaStream_t stream, ffi::Result<ffi::AnyBuffer> col_amax,
+                  ffi::Result<ffi::AnyBuffer> xq, ffi::Result<ffi::AnyBuffer> row_scale,
+                  ffi::Result<ffi::AnyBuffer> outlier_idx, ffi::Result<ffi::AnyBuffer> outlier_count,
+                  float threshold, const ActivationShape& sh, const Int8GemmParams* ps, int count,
+                  ffi::Error* err) {
+  static const bool enabled = env_int("JAXINT8_TOKEN_GEMV", 1) != 0;
+  if (!enabled || sh.nb != 1 || sh.s != 1) return false;
+  const DeviceInfo dev = device_info();
+  for (int i = 0; i < count; ++i)
+    if (choose_path(ps[i], dev) != GemmPath::kSkinny) return false;
+  TokenOutputs out;
+  out.threshold = threshold;
+  out.col_amax = col_amax->typed_data<float>();
+  out.xq = xq->typed_data<int8_t>();
+  out.row_scale = row_scale->typed_data<float>();
+  out.outlier_idx = outlier_idx->typed_data<int32_t>();
+  out.outlier_count = outlier_count->typed_data<int32_t>();
+  if (forced_decode_kernel() == DecodeKernel::kMma || !token_gemv_supported(ps, count, out)) return false;
+  const cudaError_t e = launch_token_gemv(ps, count, out, dev.num_sms, stream);
+  *err = e == cudaSuccess ? ffi::Error::Success() : cuda_error(e, "token_gemv");
+  return true;
+}
+
 // The three handlers above in one custom call (one FFI call overhead instead of three).
 ffi::Error LlmInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer x,
                          ffi::AnyBuffer wq, ffi::AnyBuffer w_scale, ffi::AnyBuffer bias,
@@ -410,6 +439,13 @@ ffi::Error LlmInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi
   const MatmulBuffers m{*xq, *row_scale, x, *outlier_idx, *outlier_count, wq, w_scale, bias, *y};
   MatmulPlan plan;
   JAXINT8_RETURN_IF_ERROR(PlanInt8Matmul(scratch, m, &plan));
+  if (plan.sh.nb == 1) {
+    const Int8GemmParams p = gemm_params(m, plan, 0);
+    ffi::Error err = ffi::Error::Success();
+    if (TryTokenGemv(stream, col_amax, xq, row_scale, outlier_idx, outlier_count, threshold, sh, &p,
+                     1, &err))
+      return err;
+  }
   OutlierStaging staging;  // the sm90 GEMM's, for the fused quantization kernel to fill
 #ifdef JAXINT8_WITH_SM90
   if (plan.sh.nb == 1) {
@@ -440,20 +476,27 @@ ffi::Error LlmInt8MatmulGroup(cudaStream_t stream, ffi::ScratchAllocator scratch
   ActivationShape sh;
   JAXINT8_RETURN_IF_ERROR(check_quantize_rows(x, *col_amax, *xq, *row_scale, *outlier_idx,
                                               *outlier_count, &sh));
-  bool pdl = false, staged = false;
-  JAXINT8_RETURN_IF_ERROR(QuantizeForMatmul(stream, x, col_amax, xq, row_scale, outlier_idx,
-                                            outlier_count, threshold, sh, OutlierStaging{}, &pdl,
-                                            &staged));
   const DeviceInfo dev = device_info();
   std::optional<MatmulBuffers> m[kMaxGroupWeights];
   MatmulPlan plans[kMaxGroupWeights];
+  Int8GemmParams ps[kMaxGroupWeights];
   bool all_skinny = true;
   for (size_t g = 0; g < groups; ++g) {
     m[g].emplace(MatmulBuffers{*xq, *row_scale, x, *outlier_idx, *outlier_count, w[g]->wq,
                                w[g]->w_scale, w[g]->bias, *w[g]->y});
     JAXINT8_RETURN_IF_ERROR(CheckInt8Matmul(*m[g], &plans[g]));
-    all_skinny = all_skinny && choose_path(gemm_params(*m[g], plans[g], 0), dev) == GemmPath::kSkinny;
+    ps[g] = gemm_params(*m[g], plans[g], 0);
+    all_skinny = all_skinny && choose_path(ps[g], dev) == GemmPath::kSkinny;
   }
+  ffi::Error token_err = ffi::Error::Success();
+  if (all_skinny && sh.nb == 1 &&
+      TryTokenGemv(stream, col_amax, xq, row_scale, outlier_idx, outlier_count, threshold, sh, ps,
+                   static_cast<int>(groups), &token_err))
+    return token_err;
+  bool pdl = false, staged = false;
+  JAXINT8_RETURN_IF_ERROR(QuantizeForMatmul(stream, x, col_amax, xq, row_scale, outlier_idx,
+                                            outlier_count, threshold, sh, OutlierStaging{}, &pdl,
+                                            &staged));
   if (!all_skinny) {
     for (size_t g = 0; g < groups; ++g) {
       AllocateSm90Workspace(scratch, &plans[g]);
@@ -461,7 +504,6 @@ ffi::Error LlmInt8MatmulGroup(cudaStream_t stream, ffi::ScratchAllocator scratch
     }
     return ffi::Error::Success();
   }
-  Int8GemmParams ps[kMaxGroupWeights];
   for (int64_t b = 0; b < plans[0].sh.nb; ++b) {
     for (size_t g = 0; g < groups; ++g) {
       ps[g] = gemm_params(*m[g], plans[g], b);

@@ -60,8 +60,30 @@ inline constexpr int kGemvAutoTokens = 1;
 // benchmark, 13.6 vs 11.3 in the harness) and won from 67 MB up (4096->16384: 25.2 vs 26.5).
 inline constexpr int64_t kGemvMinWeightBytes = int64_t{32} << 20;
 bool int8_gemv_supported(const Int8GemmParams& p);
+// JAXINT8_DECODE_KERNEL=mma|dp4a (read once): the decode kernel forced for measurements and tests.
+enum class DecodeKernel { kAuto, kMma, kDp4a };
+DecodeKernel forced_decode_kernel();
 cudaError_t launch_int8_gemv_group(const Int8GemmParams* ps, int count, int num_sms, cudaStream_t stream,
                                    bool pdl = false);
+
+// Decode at one token (m = 1): quantization and dp4a GEMV in one persistent kernel
+// (gemv_token.cu) for one or several weights that read the same x (ps as for
+// launch_int8_gemv_group), whatever their size (H100, 1 token: 5120->5120 13.0 us vs 13.2 for
+// the chain with the mma kernel, 20480->5120 45.2 vs 46.8). Writes the quantization's outputs too, exactly what
+// launch_column_absmax + launch_quantize_rows write for x [1, h], and y as the chain does, bit
+// for bit. Needs token_gemv_supported: m = 1, 16 <= k <= 65536, k % 16 == 0, x and out.xq
+// 16-byte aligned, every weight int8_gemv_supported.
+struct TokenOutputs {
+  float threshold = 0.0f;
+  float* col_amax = nullptr;       // [k]
+  int8_t* xq = nullptr;            // [k]
+  float* row_scale = nullptr;      // [1]
+  int32_t* outlier_idx = nullptr;  // [k]
+  int32_t* outlier_count = nullptr;
+};
+bool token_gemv_supported(const Int8GemmParams* ps, int count, const TokenOutputs& out);
+cudaError_t launch_token_gemv(const Int8GemmParams* ps, int count, const TokenOutputs& out, int num_sms,
+                              cudaStream_t stream);
 
 // Tiled mma.sync GEMM (sm_80+; 128x128x64 tiles, 4-stage cp.async pipeline) with the fused
 // dequant + outlier + bias + cast epilogue. Needs int8_gemm_tiled_supported(p).

@@ -11,33 +11,10 @@
 #include "cuda/device_utils.cuh"
 #include "cuda/launch.h"
 #include "cuda/outlier_staging.cuh"
+#include "cuda/row_quant.cuh"
 
 namespace jaxint8::cuda {
 namespace {
-
-template <typename T> struct Vec8;  // 8 consecutive elements, one or two 16-byte loads
-template <> struct Vec8<__nv_bfloat16> {
-  static __device__ __forceinline__ void load(const __nv_bfloat16* p, float (&v)[8]) {
-    uint4 u = *reinterpret_cast<const uint4*>(p);
-    const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) { float2 f = __bfloat1622float2(h2[i]); v[2 * i] = f.x; v[2 * i + 1] = f.y; }
-  }
-};
-template <> struct Vec8<__half> {
-  static __device__ __forceinline__ void load(const __half* p, float (&v)[8]) {
-    uint4 u = *reinterpret_cast<const uint4*>(p);
-    const __half2* h2 = reinterpret_cast<const __half2*>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) { float2 f = __half22float2(h2[i]); v[2 * i] = f.x; v[2 * i + 1] = f.y; }
-  }
-};
-template <> struct Vec8<float> {
-  static __device__ __forceinline__ void load(const float* p, float (&v)[8]) {
-    float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
-    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-  }
-};
 
 constexpr int kAbsmaxCols = 64;   // columns per block (2 per lane of a warp)
 constexpr int kAbsmaxRows = 8;    // warps per block, each walks its own rows
@@ -178,20 +155,6 @@ __global__ void __launch_bounds__(256) column_absmax_vec_kernel(const T* __restr
 constexpr int kRowThreads = 256;
 constexpr int kRowThreadsFew = 1024;
 
-// Block-wide NaN-propagating max; every thread gets the result.
-template <int THREADS>
-__device__ __forceinline__ float block_absmax(float v, float* scratch) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v = nan_absmax(v, __shfl_xor_sync(0xffffffffu, v, off));
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  float r = scratch[0];
-#pragma unroll
-  for (int w = 1; w < THREADS / 32; ++w) r = nan_absmax(r, scratch[w]);
-  return r;
-}
-
 // Outlier flags of 8 consecutive columns c..c+7 (bit i = column c + i), 16-byte loads when VEC.
 // COHERENT: amax was written earlier in the same launch (the fused kernel), so it is read
 // through L2 (__ldcg), never through the non-coherent read-only path.
@@ -214,48 +177,16 @@ __device__ __forceinline__ unsigned outlier_flags8(const float* __restrict__ ama
   return flags;
 }
 
-// Outlier list of one batch element: ascending column indices, the first `cap` of them written
-// to idx (global or shared memory), then -1 up to h when `pad`; returns the count (the same in
-// every thread; the caller stores it). 8 consecutive columns per thread and step (8 * THREADS
-// per block step), block-wide exclusive scan.
-template <int THREADS, bool VEC, bool COHERENT = false>
-__device__ int write_outlier_list(const float* __restrict__ amax, float threshold, int64_t h,
-                                  int32_t* __restrict__ idx, int64_t cap, bool pad) {
-  __shared__ int warp_counts[THREADS / 32];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  int64_t base = 0;  // outliers found before this step
-  for (int64_t c0 = 0; c0 < h; c0 += 8 * THREADS) {
-    const int64_t c = c0 + 8 * threadIdx.x;
-    const unsigned flags = outlier_flags8<VEC, COHERENT>(amax, threshold, c, h);
-    const int mine = __popc(flags);
-    int incl = mine;  // inclusive warp scan
-#pragma unroll
-    for (int off = 1; off < 32; off <<= 1) {
-      const int v = __shfl_up_sync(0xffffffffu, incl, off);
-      if (lane >= off) incl += v;
-    }
-    if (lane == 31) warp_counts[warp] = incl;
-    __syncthreads();
-    int before = 0, total = 0;
-#pragma unroll
-    for (int w = 0; w < THREADS / 32; ++w) {
-      before += w < warp ? warp_counts[w] : 0;
-      total += warp_counts[w];
-    }
-    int64_t pos = base + before + incl - mine;
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-      if (flags & (1u << i)) {
-        if (pos < cap) idx[pos] = static_cast<int32_t>(c + i);
-        ++pos;
-      }
-    base += total;
-    __syncthreads();  // warp_counts is rewritten by the next step
+// The outlier flags of a batch element from its column absmax (write_outlier_list's Flags).
+template <bool VEC, bool COHERENT = false>
+struct AmaxFlags {
+  const float* __restrict__ amax;
+  float threshold;
+  int64_t h;
+  __device__ __forceinline__ unsigned eight(int64_t c) const {
+    return outlier_flags8<VEC, COHERENT>(amax, threshold, c, h);
   }
-  if (pad)
-    for (int64_t c = base + threadIdx.x; c < h; c += THREADS) idx[c] = -1;
-  return static_cast<int>(base);
-}
+};
 
 // One row: its scale (absmax over the non-outlier columns) into *scale_out and its int8 values
 // into qr. Every thread of the block calls it; scratch: THREADS / 32 floats of shared memory,
@@ -316,7 +247,7 @@ __global__ void __launch_bounds__(THREADS) quantize_rows_kernel(
   const int64_t b = blockIdx.y, r = blockIdx.x;
   const float* amax = col_amax + b * h;
   if (r == s) {
-    const int count = write_outlier_list<THREADS, VEC>(amax, threshold, h, outlier_idx + b * h, h, true);
+    const int count = write_outlier_list<THREADS>(AmaxFlags<VEC>{amax, threshold, h}, h, outlier_idx + b * h, h, true);
     if (threadIdx.x == 0) outlier_count[b] = count;
     return;
   }
@@ -362,7 +293,7 @@ __global__ void __launch_bounds__(kFusedThreads) quantize_fused_kernel(
   cooperative_groups::this_grid().sync();
 
   if (blockIdx.x == 0) {
-    const int c = write_outlier_list<THREADS, true, true>(col_amax, threshold, h, idx, h, true);
+    const int c = write_outlier_list<THREADS>(AmaxFlags<true, true>{col_amax, threshold, h}, h, idx, h, true);
     if (tid == 0) *count = c;
   }
   for (int64_t r = (blockIdx.x + blocks - 1) % blocks; r < s; r += blocks) {
@@ -373,7 +304,7 @@ __global__ void __launch_bounds__(kFusedThreads) quantize_fused_kernel(
 
   const int64_t first_stager = blocks - (s + 1) >= blocks / 2 ? s + 1 : 0;
   if (st.ld <= 0 || blockIdx.x < first_stager) return;
-  const int cnt = write_outlier_list<THREADS, true, true>(col_amax, threshold, h, s_idx, st.ld, false);
+  const int cnt = write_outlier_list<THREADS>(AmaxFlags<true, true>{col_amax, threshold, h}, h, s_idx, st.ld, false);
   __syncthreads();
   stage_outlier_items(st, x, x_type, s, h, s_idx, cnt, (blockIdx.x - first_stager) * THREADS + tid,
                       (blocks - first_stager) * THREADS);

@@ -1,0 +1,399 @@
+// Decode GEMV that quantizes its own token: for one token (m = 1, decode at batch 1) the column
+// pass, the row pass and the dp4a GEMV of the fused targets in one persistent kernel.
+//
+// Why: in the three-kernel chain the GEMV launches early (programmatic dependent launch), but
+// its first weight loads cover only the first ~17 MB of the weight, while the two quantization
+// kernels, each a few dependent L2 round trips stretched by the GEMV's weight stream, take 6-13 us
+// before the GEMV may multiply (H100, docs/kernels.md Notes). Here every block quantizes the token
+// itself (x is at most a few tens of KB and sits in L2, written by the previous kernel) while its
+// first weights stream into L2, so the weight stream never waits on another grid.
+//
+// Block = 8 warps, as in gemm_gemv.cu: a row group is 8 / KSPLIT weight rows x KSPLIT K slices.
+// The grid is persistent (about one wave: as many blocks as fit, divided so that every block
+// gets the same number of row groups), so each block pays the quantization once:
+//   1. each warp starts its slice of the first row group into L2 (one bulk prefetch);
+//   2. outlier flags (|x| >= threshold: a single row's column absmax is its own |x|) into a
+//      bitmap and the row absmax over the other columns, block-wide;
+//   3. the int8 row into shared memory (the main loop's activation operand); each block also
+//      writes its share of the op's outputs xq and col_amax, block 0 the scale and the count;
+//   4. the ascending outlier list (first kListCap entries) into shared memory; the op's list
+//      output is written from it in slices (block 0 writes it alone when longer);
+//   5. per row group: the next group's first bytes into L2, the dp4a main loop, the slices'
+//      partial sums meet in shared memory, the row's first warp adds the outlier term (from the
+//      list; past kListCap outliers by walking the bitmap, same ascending order) and stores y.
+// The scalar rules (common.h), the reduction orders and the epilogue formula are those of the
+// chain, so every output equals the chain's bit for bit (GPU tests).
+#include <algorithm>
+#include <cstdlib>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "cuda/decode_args.cuh"
+#include "cuda/device_utils.cuh"
+#include "cuda/gemv_common.cuh"
+#include "cuda/launch.h"
+#include "cuda/row_quant.cuh"
+
+namespace jaxint8::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kBlocksPerSm = 4;
+constexpr int kU = 4;           // 16-byte weight loads in flight per lane (H100: 4 beat 6 by
+                                // 0.4-1.2 us at 64 registers, where 6 spilled)
+constexpr int kListCap = 128;  // outliers listed in shared memory
+constexpr int64_t kTokenMaxK = 65536;
+
+// Dynamic shared memory: the int8 row [k, padded to 16] | outlier flags, one bit per column
+// [k / 8 bytes, padded to 16, the padding zero] | the outlier list [kListCap] int32.
+struct TokenSmem {
+  int k_pad, flag_bytes;
+  __host__ __device__ static int round16(int v) { return (v + 15) & ~15; }
+  __host__ __device__ explicit TokenSmem(int k) : k_pad(round16(k)), flag_bytes(round16(k / 8)) {}
+  __host__ __device__ int bytes() const { return k_pad + flag_bytes + 4 * kListCap; }
+};
+
+// write_outlier_list's Flags from the bitmap (k % 8 == 0: byte j holds columns 8j..8j+7).
+struct BitmapFlags {
+  const uint8_t* flags;
+  int64_t h;
+  __device__ __forceinline__ unsigned eight(int64_t c) const { return c < h ? flags[c >> 3] : 0u; }
+};
+
+// The outlier sum of one weight row by walking the bitmap (more than kListCap outliers): words
+// in ascending order; for a word with outliers lane t loads column 32 w + t, and the set lanes
+// are added in ascending t (the CPU handler's order).
+__device__ float walked_outlier_sum(const uint8_t* flag_bytes, int k, const void* x, FloatType x_type,
+                                    const int8_t* wrow, float col_scale) {
+  const int lane = threadIdx.x & 31;
+  const uint32_t* words = reinterpret_cast<const uint32_t*>(flag_bytes);
+  const int nwords = (k / 8 + 3) / 4;
+  float osum = 0.0f;
+  for (int w0 = 0; w0 < nwords; w0 += 32) {
+    const uint32_t word = w0 + lane < nwords ? words[w0 + lane] : 0u;
+    uint32_t pending = __ballot_sync(kGemvFullMask, word != 0u);
+    while (pending) {
+      const int src = __ffs(pending) - 1;
+      pending &= pending - 1;
+      uint32_t bits = __shfl_sync(kGemvFullMask, word, src);
+      const int col = (w0 + src) * 32 + lane;
+      const bool ok = (bits >> lane) & 1u;
+      const float xo = ok ? load_float(x, x_type, col) : 0.0f;
+      const float w_deq = ok ? dequantize_weight(wrow[col], col_scale) : 0.0f;
+      while (bits) {
+        const int t = __ffs(bits) - 1;
+        bits &= bits - 1;
+        osum = outlier_term(osum, __shfl_sync(kGemvFullMask, xo, t), __shfl_sync(kGemvFullMask, w_deq, t));
+      }
+    }
+  }
+  return osum;
+}
+
+// One weight of a launch; a grouped launch keeps them in shared memory (selecting among the
+// kernel parameters inside the row-group loop made the compiler hoist all of them into
+// registers and spill).
+struct WeightRef {
+  const int8_t* wq;
+  const float* col_scale;
+  const float* bias;
+  void* y;
+  int64_t n;
+  int first_group;
+};
+
+__device__ __forceinline__ WeightRef weight_ref(const DecodeArgs& args, int i) {
+  const Int8GemmParams p = weight_params(args, i);
+  int first = 0;
+#pragma unroll
+  for (int j = 0; j < kMaxSkinnyWeights; ++j)
+    if (j == i) first = args.first_block[j];
+  return WeightRef{p.wq, p.col_scale, p.bias, p.y, p.n, first};
+}
+
+// A warp's weight row in row group g (dead past the weight's n).
+struct WarpRow {
+  const int8_t* wrow;
+  int64_t row;
+  int weight;  // index into the launch's weights (0 unless grouped)
+  bool live;
+};
+
+template <int KSPLIT>
+__device__ __forceinline__ WarpRow warp_row(const WeightRef* weights, int count, int g, int warp, int64_t k) {
+  int weight = 0;
+  for (int j = 1; j < count; ++j)
+    if (g >= weights[j].first_group) weight = j;
+  const WeightRef& w = weights[weight];
+  WarpRow r;
+  r.row = static_cast<int64_t>(g - w.first_group) * (kWarps / KSPLIT) + warp / KSPLIT;
+  r.live = r.row < w.n;
+  r.wrow = w.wq + (r.live ? r.row : 0) * k;
+  r.weight = weight;
+  return r;
+}
+
+// How far ahead a warp warms L2 with its next row group: the first JAXINT8_TOKEN_NEXT_BYTES
+// (environment, read once; default 2048) bytes of that group's slice. H100, 1 token, vs none:
+// 4096->16384 24.8 -> 23.3 us, 5120->20480 38.2 -> 36.5; the whole slice (5 KB) instead cost
+// 5120->20480 +7 us (the prefetched groups no longer fit L2 next to the streamed ones).
+constexpr int kNextGroupPrefetch = 2048;
+
+template <typename T, int KSPLIT, bool GROUPED>
+__global__ void __launch_bounds__(kThreads, kBlocksPerSm)
+    token_gemv_kernel(const DecodeArgs args, const TokenOutputs out, int next_prefetch) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ float scratch[kWarps];
+  __shared__ int32_t partial[2][kWarps];  // double-buffered: group i + 1 never overwrites group i's
+  const int k = static_cast<int>(args.p.k);  // token_gemv_supported: k <= kTokenMaxK
+  const TokenSmem layout(k);
+  int8_t* xs = reinterpret_cast<int8_t*>(smem);
+  uint8_t* flags = smem + layout.k_pad;
+  int32_t* list = reinterpret_cast<int32_t*>(smem + layout.k_pad + layout.flag_bytes);
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, slice = warp % KSPLIT;
+  __shared__ WeightRef grouped[GROUPED ? kMaxSkinnyWeights : 1];
+  WeightRef single;
+  if constexpr (GROUPED) {
+    if (tid < args.weights) grouped[tid] = weight_ref(args, tid);
+    __syncthreads();
+  } else {
+    single = WeightRef{args.p.wq, args.p.col_scale, args.p.bias, args.p.y, args.p.n, 0};
+  }
+  const WeightRef* weights = GROUPED ? grouped : &single;
+  const int nweights = GROUPED ? args.weights : 1;
+  int groups = 0;  // first_block[weights], by constant indices (no local copy of args)
+#pragma unroll
+  for (int j = 1; j <= kMaxSkinnyWeights; ++j)
+    if (j == args.weights) groups = args.first_block[j];
+  const int chunks = (k + kGemvChunk - 1) / kGemvChunk;
+  const int c_begin = chunks * slice / KSPLIT, c_end = chunks * (slice + 1) / KSPLIT;
+  const int slice_bytes = min(c_end * kGemvChunk, k) - c_begin * kGemvChunk;
+  const int lane_k = 16 * lane;
+  auto in_range = [&](int c) { return c < c_end && c * kGemvChunk + lane_k < k; };
+  // Lane 0 of each warp starts its slice of row group g on its way into L2.
+  auto prefetch_group = [&](int g, int max_bytes) {
+    if (g >= groups || lane != 0) return;
+    const WarpRow r = warp_row<KSPLIT>(weights, nweights, g, warp, k);
+    const int bytes = min(slice_bytes, max_bytes) & ~15;
+    if (r.live) prefetch_l2(r.wrow + c_begin * kGemvChunk, static_cast<unsigned>(bytes));
+  };
+
+  // 1. The first row group's weights stream into L2 while the block quantizes the token.
+  int g = blockIdx.x;
+  prefetch_group(g, slice_bytes);
+
+  // 2. Outlier flags and the row absmax over the non-outlier columns.
+  const T* x = static_cast<const T*>(args.p.x);
+  const float threshold = out.threshold;
+  float amax = 0.0f;
+#pragma unroll 4
+  for (int c = 8 * tid; c < k; c += 8 * kThreads) {
+    float v[8];
+    Vec8<T>::load(x + c, v);
+    unsigned f = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) f |= is_outlier(fabsf(v[i]), threshold) ? 1u << i : 0u;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+      if (!(f & (1u << i))) amax = nan_absmax(amax, v[i]);
+    flags[c >> 3] = static_cast<uint8_t>(f);
+  }
+  if (tid < layout.flag_bytes - k / 8) flags[k / 8 + tid] = 0;  // whole words for the walk
+  const float row_scale = block_absmax<kThreads>(amax, scratch);  // its barrier publishes flags
+
+  // 3. The int8 row; this block's share of xq and col_amax (8-column units u with
+  //    u % gridDim.x == blockIdx.x).
+  const float mult = quant_multiplier(row_scale);
+#pragma unroll 4
+  for (int c = 8 * tid; c < k; c += 8 * kThreads) {
+    float v[8];
+    Vec8<T>::load(x + c, v);  // an L1 hit
+    const unsigned f = flags[c >> 3];
+    uint32_t packed[2] = {0u, 0u};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int8_t q = (f & (1u << i)) ? int8_t{0} : quantize_value(v[i], mult);
+      packed[i >> 2] |= static_cast<uint32_t>(static_cast<uint8_t>(q)) << (8 * (i & 3));
+    }
+    const uint2 q8 = make_uint2(packed[0], packed[1]);
+    *reinterpret_cast<uint2*>(xs + c) = q8;
+    if ((c >> 3) % gridDim.x == blockIdx.x) {
+      *reinterpret_cast<uint2*>(out.xq + c) = q8;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) out.col_amax[c + i] = threshold > 0.0f ? fabsf(v[i]) : 0.0f;
+    }
+  }
+
+  // 4. The outlier list (its barriers also publish xs).
+  const int count = write_outlier_list<kThreads>(BitmapFlags{flags, k}, k, list, kListCap, false);
+  const bool listed = count <= kListCap;
+  if (blockIdx.x == 0 && tid == 0) {
+    *out.row_scale = row_scale;
+    *out.outlier_count = count;
+  }
+  if (listed) {
+    for (int t = blockIdx.x * kThreads + tid; t < k; t += gridDim.x * kThreads)
+      out.outlier_idx[t] = t < count ? list[t] : -1;
+  } else if (blockIdx.x == 0) {
+    write_outlier_list<kThreads>(BitmapFlags{flags, k}, k, out.outlier_idx, k, true);
+  }
+
+  // 5. The row groups.
+  uint4 wv[kU];
+  auto load_weights = [&](const WarpRow& r, int c0) {
+#pragma unroll
+    for (int u = 0; u < kU; ++u)
+      wv[u] = r.live && in_range(c0 + u) ? load_stream(r.wrow + (c0 + u) * kGemvChunk + lane_k)
+                                         : make_uint4(0, 0, 0, 0);
+  };
+  for (int it = 0; g < groups; g += gridDim.x, ++it) {
+    const WarpRow r = warp_row<KSPLIT>(weights, nweights, g, warp, k);
+    load_weights(r, c_begin);
+    prefetch_group(g + gridDim.x, next_prefetch);
+    const bool epilogue_warp = r.live && slice == 0;
+
+    // Lane t: outlier t of a round of 32 from the list; the first round is gathered before the
+    // main loop, so its dependent loads run while the weight loads are in flight.
+    int wq_out = 0;
+    uint32_t x_out[1] = {0u};
+    bool out_ok = false;
+    const int8_t* wrow = r.wrow;
+    auto gather_round = [&](int t0) {
+      const int t = t0 + lane;
+      out_ok = t < count;
+      const int c = out_ok ? list[t] : 0;
+      wq_out = out_ok ? wrow[c] : 0;
+      x_out[0] = out_ok ? load_float_bits(args.p.x, args.p.x_type, c) : 0u;
+    };
+    if (epilogue_warp && listed) gather_round(0);
+
+    int32_t acc = 0;
+    for (int c0 = c_begin; c0 < c_end; c0 += kU) {
+      if (c0 != c_begin) load_weights(r, c0);
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        if (!in_range(c0 + u)) continue;
+        const int kk = (c0 + u) * kGemvChunk + lane_k;
+        acc = dot16(wv[u], *reinterpret_cast<const uint4*>(xs + kk), acc);
+      }
+    }
+    acc = warp_sum(acc);
+    if constexpr (KSPLIT > 1) {  // the slices of a row meet in shared memory (exact)
+      if (lane == 0) partial[it & 1][warp] = acc;
+      __syncthreads();
+      if (slice == 0) {
+        int32_t s = 0;
+#pragma unroll
+        for (int h = 0; h < KSPLIT; ++h) s += partial[it & 1][warp + h];
+        acc = s;
+      }
+    }
+    if (!epilogue_warp) continue;
+
+    const WeightRef& w = weights[r.weight];
+    const Int8GemmParams& p = args.p;  // the operands every weight shares
+    const float cs = w.col_scale[r.row];
+    float osum[1] = {0.0f};
+    if (listed) {
+      for (int t0 = 0; t0 < count; t0 += 32) {
+        if (t0 > 0) gather_round(t0);
+        add_outlier_round<1>(osum, wq_out, x_out, out_ok, cs, p.x_type, min(32, count - t0));
+      }
+    } else {
+      osum[0] = walked_outlier_sum(flags, k, p.x, p.x_type, r.wrow, cs);
+    }
+    if (lane == 0)
+      store_output(w.y, p.y_type, r.row, finish_output(acc, row_scale, cs, osum[0], w.bias, r.row));
+  }
+}
+
+// Resident blocks per SM of `kernel` with `smem` bytes of dynamic shared memory (cached).
+template <typename Kernel>
+int resident_blocks(Kernel kernel, int smem) {
+  static std::mutex mu;
+  static std::vector<std::pair<int, int>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  for (const auto& e : cache)
+    if (e.first == smem) return e.second;
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem) != cudaSuccess) {
+    (void)cudaGetLastError();
+    blocks = 1;
+  }
+  blocks = std::max(1, std::min(blocks, kBlocksPerSm));
+  cache.emplace_back(smem, blocks);
+  return blocks;
+}
+
+template <typename T, int KSPLIT>
+cudaError_t launch_split(const Int8GemmParams* ps, int count, const TokenOutputs& out, int num_sms,
+                         cudaStream_t stream) {
+  auto kernel = count > 1 ? token_gemv_kernel<T, KSPLIT, true> : token_gemv_kernel<T, KSPLIT, false>;
+  int64_t groups = 0;
+  const DecodeArgs a = make_decode_args(ps, count, kWarps / KSPLIT, &groups);
+  const int smem = TokenSmem(static_cast<int>(ps[0].k)).bytes();
+  if (smem > 48 * 1024)  // k > ~42000; set on every such launch (the setting is per device)
+    JAXINT8_CUDA_RETURN_IF_ERROR(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  // About one wave, every block the same number of row groups (at least one block: the
+  // quantization outputs are written even without weight rows).
+  static const int next_prefetch = [] {
+    const char* v = std::getenv("JAXINT8_TOKEN_NEXT_BYTES");
+    return v ? std::max(0, std::atoi(v)) : kNextGroupPrefetch;
+  }();
+  // JAXINT8_TOKEN_BLOCKS=<blocks per SM> (environment, read once) caps the grid, for measurements.
+  static const int per_sm = [] {
+    const char* v = std::getenv("JAXINT8_TOKEN_BLOCKS");
+    return v ? std::max(1, std::atoi(v)) : kBlocksPerSm;
+  }();
+  const int64_t slots =
+      static_cast<int64_t>(std::max(num_sms, 1)) * std::min(per_sm, resident_blocks(kernel, smem));
+  const int64_t waves = std::max<int64_t>(1, (groups + slots - 1) / slots);
+  const int64_t blocks = std::max<int64_t>(1, (groups + waves - 1) / waves);
+  kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a, out, next_prefetch);
+  return cudaGetLastError();
+}
+
+// K slices per row: one, unless whole rows leave under half of the block slots with a row group.
+// Slices cost a block barrier per row group: H100, 1 token, 20480->5120: 45.6 us with one slice,
+// 47.7 with 2, 49.9 with 4.
+int choose_ksplit(const Int8GemmParams* ps, int count, int num_sms) {
+  return gemv_ksplit(ps, count, kWarps, static_cast<int64_t>(kBlocksPerSm) * std::max(num_sms, 1) / 2);
+}
+
+template <typename T>
+cudaError_t launch_typed(const Int8GemmParams* ps, int count, const TokenOutputs& out, int num_sms,
+                         cudaStream_t stream) {
+  switch (choose_ksplit(ps, count, num_sms)) {
+    case 4: return launch_split<T, 4>(ps, count, out, num_sms, stream);
+    case 2: return launch_split<T, 2>(ps, count, out, num_sms, stream);
+    default: return launch_split<T, 1>(ps, count, out, num_sms, stream);
+  }
+}
+
+}  // namespace
+
+bool token_gemv_supported(const Int8GemmParams* ps, int count, const TokenOutputs& out) {
+  auto aligned = [](const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
+  if (count < 1 || count > kMaxSkinnyWeights) return false;
+  const Int8GemmParams& p = ps[0];
+  if (p.m != 1 || p.k < 16 || p.k > kTokenMaxK || !aligned(p.x, 16) || !aligned(out.xq, 16)) return false;
+  for (int i = 0; i < count; ++i)
+    if (!same_activations(p, ps[i]) || !int8_gemv_supported(ps[i])) return false;
+  return true;
+}
+
+cudaError_t launch_token_gemv(const Int8GemmParams* ps, int count, const TokenOutputs& out, int num_sms,
+                              cudaStream_t stream) {
+  if (!token_gemv_supported(ps, count, out)) return cudaErrorInvalidValue;
+  switch (ps[0].x_type) {
+    case FloatType::kF32: return launch_typed<float>(ps, count, out, num_sms, stream);
+    case FloatType::kBF16: return launch_typed<__nv_bfloat16>(ps, count, out, num_sms, stream);
+    default: return launch_typed<__half>(ps, count, out, num_sms, stream);
+  }
+}
+
+}  // namespace jaxint8::cuda
