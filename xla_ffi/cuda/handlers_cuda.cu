@@ -3,6 +3,8 @@
 // on the device.
 //
 // GEMM dispatch (per batch element, m = tokens, n = out features, k = in features):
+//   0. fused targets, x [1, h], aligned          -> quantization + dp4a GEMV in one kernel
+//                                                  (gemv_token.cu, TryTokenGemv)
 //   1. m <= 16                                  -> decode GEMM (launch_int8_gemm_skinny): the
 //                                                  dp4a GEMV (gemm_gemv.cu) at m = 1 with aligned
 //                                                  rows and >= 32 MiB of weights, else the mma skinny kernel
