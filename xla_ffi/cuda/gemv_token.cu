@@ -136,9 +136,11 @@ __device__ __forceinline__ WarpRow warp_row(const WeightRef* weights, int count,
 }
 
 // How far ahead a warp warms L2 with its next row group: the first JAXINT8_TOKEN_NEXT_BYTES
-// (environment, read once; default 2048) bytes of that group's slice. H100, 1 token, vs none:
-// 4096->16384 24.8 -> 23.3 us, 5120->20480 38.2 -> 36.5; the whole slice (5 KB) instead cost
-// 5120->20480 +7 us (the prefetched groups no longer fit L2 next to the streamed ones).
+// (environment, read once; default 2048) bytes of that group's slice. H100, 1 token, 4 loads per
+// lane: 4096->16384 24.8 -> 23.3 us, 5120->20480 38.2 -> 36.5 from no look-ahead to 2 KB (with the
+// next group's loads moved from before the epilogue to the loop top in the same step); the whole
+// slice (5 KB) instead cost 5120->20480 +7 us (the look-ahead no longer fit L2 beside the groups
+// being read). docs/kernels.md, "One-token GEMV".
 constexpr int kNextGroupPrefetch = 2048;
 
 template <typename T, int KSPLIT, bool GROUPED>
