@@ -38,24 +38,18 @@ __device__ __forceinline__ Int8GemmParams weight_params(const DecodeArgs& a, int
   return p;
 }
 
-// The weight that work unit `u` (a block index, or a persistent kernel's row group) belongs
-// to, and that weight's first unit.
-__device__ __forceinline__ int weight_of_unit(const DecodeArgs& a, int u, int& first) {
+// The weight this block works on, and the first block of that weight.
+__device__ __forceinline__ int weight_of_block(const DecodeArgs& a, int& first) {
   int i = 0;
   first = 0;
 #pragma unroll
   for (int j = 1; j < kMaxSkinnyWeights; ++j) {
-    if (j < a.weights && u >= a.first_block[j]) {
+    if (j < a.weights && static_cast<int>(blockIdx.x) >= a.first_block[j]) {
       i = j;
       first = a.first_block[j];
     }
   }
   return i;
-}
-
-// The weight this block works on, and the first block of that weight.
-__device__ __forceinline__ int weight_of_block(const DecodeArgs& a, int& first) {
-  return weight_of_unit(a, static_cast<int>(blockIdx.x), first);
 }
 
 // Arguments for `count` weights with `rows` weight rows per block; *blocks = the grid's x size.

@@ -153,6 +153,18 @@ cudaError_t launch_cooperative_kernel(void (*kernel)(Params...), dim3 grid, dim3
   return launch_with_attributes(kernel, grid, block, stream, attr, 1, std::forward<Args>(args)...);
 }
 
+// Resident blocks per SM of `kernel` with `threads` threads and `smem` bytes of dynamic shared
+// memory (at least 1, also when the query fails).
+template <typename Kernel>
+int resident_blocks(Kernel kernel, int threads, int smem = 0) {
+  int n = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 1;
+  }
+  return n > 1 ? n : 1;
+}
+
 #define JAXINT8_CUDA_RETURN_IF_ERROR(expr)        \
   do {                                            \
     cudaError_t _e = (expr);                      \

@@ -312,20 +312,16 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   }
 }
 
-// Resident blocks per SM of `kernel` with `smem` bytes of dynamic shared memory (cached).
+// Resident blocks per SM (at most kBlocksPerSm) of `kernel` with `smem` bytes of dynamic shared
+// memory, cached per size (a model has a few row widths).
 template <typename Kernel>
-int resident_blocks(Kernel kernel, int smem) {
+int cached_resident_blocks(Kernel kernel, int smem) {
   static std::mutex mu;
   static std::vector<std::pair<int, int>> cache;
   std::lock_guard<std::mutex> lock(mu);
   for (const auto& e : cache)
     if (e.first == smem) return e.second;
-  int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem) != cudaSuccess) {
-    (void)cudaGetLastError();
-    blocks = 1;
-  }
-  blocks = std::max(1, std::min(blocks, kBlocksPerSm));
+  const int blocks = std::min(resident_blocks(kernel, kThreads, smem), kBlocksPerSm);
   cache.emplace_back(smem, blocks);
   return blocks;
 }
@@ -340,19 +336,13 @@ cudaError_t launch_split(const Int8GemmParams* ps, int count, const TokenOutputs
   if (smem > 48 * 1024)  // k > ~42000; set on every such launch (the setting is per device)
     JAXINT8_CUDA_RETURN_IF_ERROR(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  // About one wave, every block the same number of row groups (at least one block: the
-  // quantization outputs are written even without weight rows).
   static const int next_prefetch = [] {
     const char* v = std::getenv("JAXINT8_TOKEN_NEXT_BYTES");
     return v ? std::max(0, std::atoi(v)) : kNextGroupPrefetch;
   }();
-  // JAXINT8_TOKEN_BLOCKS=<blocks per SM> (environment, read once) caps the grid, for measurements.
-  static const int per_sm = [] {
-    const char* v = std::getenv("JAXINT8_TOKEN_BLOCKS");
-    return v ? std::max(1, std::atoi(v)) : kBlocksPerSm;
-  }();
-  const int64_t slots =
-      static_cast<int64_t>(std::max(num_sms, 1)) * std::min(per_sm, resident_blocks(kernel, smem));
+  // About one wave, every block the same number of row groups (at least one block: the
+  // quantization outputs are written even without weight rows).
+  const int64_t slots = static_cast<int64_t>(std::max(num_sms, 1)) * cached_resident_blocks(kernel, smem);
   const int64_t waves = std::max<int64_t>(1, (groups + slots - 1) / slots);
   const int64_t blocks = std::max<int64_t>(1, (groups + waves - 1) / waves);
   kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a, out, next_prefetch);

@@ -441,7 +441,7 @@ ffi::Error LlmInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi
   const MatmulBuffers m{*xq, *row_scale, x, *outlier_idx, *outlier_count, wq, w_scale, bias, *y};
   MatmulPlan plan;
   JAXINT8_RETURN_IF_ERROR(PlanInt8Matmul(scratch, m, &plan));
-  if (plan.sh.nb == 1) {
+  {  // TryTokenGemv checks the shape (one token, one batch element) and the path itself
     const Int8GemmParams p = gemm_params(m, plan, 0);
     ffi::Error err = ffi::Error::Success();
     if (TryTokenGemv(stream, col_amax, xq, row_scale, outlier_idx, outlier_count, threshold, sh, &p,
@@ -450,7 +450,7 @@ ffi::Error LlmInt8Matmul(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi
   }
   OutlierStaging staging;  // the sm90 GEMM's, for the fused quantization kernel to fill
 #ifdef JAXINT8_WITH_SM90
-  if (plan.sh.nb == 1) {
+  {  // TryTokenGemv checks the shape (one token, one batch element) and the path itself
     const Int8GemmParams p = gemm_params(m, plan, 0);
     if (choose_path(p, device_info()) == GemmPath::kSm90) staging = int8_gemm_sm90_outlier_staging(p);
   }
@@ -491,8 +491,7 @@ ffi::Error LlmInt8MatmulGroup(cudaStream_t stream, ffi::ScratchAllocator scratch
     all_skinny = all_skinny && choose_path(ps[g], dev) == GemmPath::kSkinny;
   }
   ffi::Error token_err = ffi::Error::Success();
-  if (all_skinny && sh.nb == 1 &&
-      TryTokenGemv(stream, col_amax, xq, row_scale, outlier_idx, outlier_count, threshold, sh, ps,
+  if (TryTokenGemv(stream, col_amax, xq, row_scale, outlier_idx, outlier_count, threshold, sh, ps,
                    static_cast<int>(groups), &token_err))
     return token_err;
   bool pdl = false, staged = false;

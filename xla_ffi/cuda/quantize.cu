@@ -310,17 +310,6 @@ __global__ void __launch_bounds__(kFusedThreads) quantize_fused_kernel(
                       (blocks - first_stager) * THREADS);
 }
 
-// Resident blocks per SM of a kernel (cached per kernel; 1 if the query fails).
-template <typename Kernel>
-int resident_blocks(Kernel kernel, int threads) {
-  int n = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 1;
-  }
-  return std::max(n, 1);
-}
-
 // Two blocks per SM: JAXINT8_FUSED_QUANT_BLOCKS=<blocks per SM> (environment, read once)
 // overrides it, for measurements (the grid must stay resident, so it is capped by the occupancy).
 template <typename T>
