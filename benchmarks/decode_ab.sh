@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# A/B of a handler setting on the GPU machine (extension already built into jaxint8/):
-# benchmarks/layer.py (decode token counts by default) once per value of an environment switch of the
-# handlers, same process layout, one after the other.
+# A/B of handler settings on the GPU machine (extension already built into jaxint8/):
+# benchmarks/layer.py (decode token counts by default) once per setting, same process layout, one
+# after the other.
 #   AB_KNOB    the variable (default JAXINT8_PDL, the programmatic-dependent-launch chain)
 #   AB_VALUES  its values, in order (default "1 0": on, off)
+#   AB_SETTINGS  instead of AB_KNOB/AB_VALUES: settings of several variables, space-separated,
+#              each a comma-separated VAR=value list, e.g. "A=1,B=4 A=2,B=4"
 #   AB_TOKENS  token counts (default 1,16);  AB_SHAPES  hxo list (default the four small shapes)
-# Writes $OUT/ab-<knob>-<value>.json.
+#   AB_METHODS layer.py methods (default bf16,jaxint8)
+# Writes $OUT/ab-<setting>.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results}
@@ -13,9 +16,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 SHAPES=${AB_SHAPES:-4096x16384,16384x4096,5120x20480,20480x5120}
 KNOB=${AB_KNOB:-JAXINT8_PDL}
 TOKENS=${AB_TOKENS:-1,16}
-for value in ${AB_VALUES:-1 0}; do
-  echo "== $KNOB=$value"
-  env "$KNOB=$value" timeout 150 python3 benchmarks/layer.py \
-    --shapes "$SHAPES" --tokens "$TOKENS" --methods bf16,jaxint8 --reps 5 --out "$OUT/ab-$KNOB-$value.json" 2>&1 |
-    grep -E "^ +[0-9]+->|shape" | cut -c1-75
+SETTINGS=${AB_SETTINGS:-$(for v in ${AB_VALUES:-1 0}; do printf '%s ' "$KNOB=$v"; done)}
+for setting in $SETTINGS; do
+  echo "== $setting"
+  env ${setting//,/ } timeout 150 python3 benchmarks/layer.py \
+    --shapes "$SHAPES" --tokens "$TOKENS" --methods "${AB_METHODS:-bf16,jaxint8}" --reps 5 \
+    --out "$OUT/ab-${setting//,/-}.json" 2>&1 | grep -E "^ +[0-9]+->|shape" | cut -c1-75
 done

@@ -8,6 +8,8 @@ tokens {1, 16, 128, 1024, 4096}. Methods:
                operands, then the row x column dequant to bf16 (XLA fuses that elementwise).
 * ``jaxint8``  ``jaxint8.llm_int8_matmul(x, W8, threshold=6)``; x has 6 planted outlier columns.
 * ``jaxint8_t0`` the same with threshold 0 (no decomposition).
+* ``jaxint8_g3`` (opt-in) ``jaxint8.llm_int8_matmul_group`` of x with the weight's columns split
+               into three weights (a model's grouped q/k/v), threshold 6; out features % 3 == 0.
 
 Timing: a jitted program runs R calls (32 at <= 16 tokens, else 16; ``--calls``) on R distinct
 activation arrays (rotating inputs, so nothing is served from L2 between calls) and returns all
@@ -100,6 +102,8 @@ def batch_time(fn, args, reps):
 
 
 def rel_err(y, ref):
+    if isinstance(y, tuple):  # a grouped op's outputs, in column order
+        y = jnp.concatenate(y, axis=-1)
     y = y.astype(jnp.float32)
     return float(jnp.linalg.norm(y - ref) / jnp.linalg.norm(ref))
 
@@ -147,6 +151,11 @@ def bench_case(h, o, s, reps, methods, calls=None):
         "jaxint8": (lambda x, qw: jaxint8.llm_int8_matmul(x, qw, threshold=6.0), (qw,)),
         "jaxint8_t0": (lambda x, qw: jaxint8.llm_int8_matmul(x, qw, threshold=0.0), (qw,)),
     }
+    if "jaxint8_g3" in methods:
+        if o % 3:
+            raise SystemExit(f"method jaxint8_g3 needs out features divisible by 3, got {h}x{o}")
+        qws = tuple(jax.jit(jaxint8.quantize_weight)(p) for p in jnp.split(w, 3, axis=1))
+        ops["jaxint8_g3"] = (lambda x, qws: jaxint8.llm_int8_matmul_group(x, qws, threshold=6.0), (qws,))
     programs = {}
     for m in methods:
         op, rest = ops[m]

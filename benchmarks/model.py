@@ -219,7 +219,7 @@ def trace_decode(run_decode, decode_steps: int, execs: int = 2) -> dict | None:
     groups: dict = {}
     for name, t in d["kernels"].items():
         groups[kernel_group(name)] = groups.get(kernel_group(name), 0.0) + t
-    top = sorted(d["kernels"].items(), key=lambda kv: -kv[1])[:12]
+    top = sorted(d["kernels"].items(), key=lambda kv: -kv[1])[:30]  # a layer has ~20 kernels
     launches = d.get("launches", {})
     return {
         "span_us": 1e6 * d["span"],

@@ -40,9 +40,10 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-constexpr int kBlocksPerSm = 4;
-constexpr int kU = 4;           // 16-byte weight loads in flight per lane (H100: 4 beat 6 by
-                                // 0.4-1.2 us at 64 registers, where 6 spilled)
+// U: 16-byte weight loads in flight per lane. 4 fit 64 registers (4 resident blocks per SM;
+// 6 spilled there, H100: 4 beat 6 by 0.4-1.2 us); more loads need the registers of 3 blocks.
+constexpr int blocks_per_sm(int u) { return u <= 4 ? 4 : 3; }
+constexpr int kDefaultLoads = 4;
 constexpr int kListCap = 128;  // outliers listed in shared memory
 constexpr int64_t kTokenMaxK = 65536;
 
@@ -143,8 +144,8 @@ __device__ __forceinline__ WarpRow warp_row(const WeightRef* weights, int count,
 // being read). docs/kernels.md, "One-token GEMV".
 constexpr int kNextGroupPrefetch = 2048;
 
-template <typename T, int KSPLIT, bool GROUPED>
-__global__ void __launch_bounds__(kThreads, kBlocksPerSm)
+template <typename T, int KSPLIT, bool GROUPED, int U>
+__global__ void __launch_bounds__(kThreads, blocks_per_sm(U))
     token_gemv_kernel(const DecodeArgs args, const TokenOutputs out, int next_prefetch) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ float scratch[kWarps];
@@ -244,10 +245,10 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   }
 
   // 5. The row groups.
-  uint4 wv[kU];
+  uint4 wv[U];
   auto load_weights = [&](const WarpRow& r, int c0) {
 #pragma unroll
-    for (int u = 0; u < kU; ++u)
+    for (int u = 0; u < U; ++u)
       wv[u] = r.live && in_range(c0 + u) ? load_stream(r.wrow + (c0 + u) * kGemvChunk + lane_k)
                                          : make_uint4(0, 0, 0, 0);
   };
@@ -273,10 +274,10 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     if (epilogue_warp && listed) gather_round(0);
 
     int32_t acc = 0;
-    for (int c0 = c_begin; c0 < c_end; c0 += kU) {
+    for (int c0 = c_begin; c0 < c_end; c0 += U) {
       if (c0 != c_begin) load_weights(r, c0);
 #pragma unroll
-      for (int u = 0; u < kU; ++u) {
+      for (int u = 0; u < U; ++u) {
         if (!in_range(c0 + u)) continue;
         const int kk = (c0 + u) * kGemvChunk + lane_k;
         acc = dot16(wv[u], *reinterpret_cast<const uint4*>(xs + kk), acc);
@@ -312,24 +313,33 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   }
 }
 
-// Resident blocks per SM (at most kBlocksPerSm) of `kernel` with `smem` bytes of dynamic shared
-// memory, cached per size (a model has a few row widths).
-template <typename Kernel>
-int cached_resident_blocks(Kernel kernel, int smem) {
+// At most this many resident blocks per SM count as block slots: JAXINT8_TOKEN_MAX_BLOCKS
+// (environment, read once; default 4). The occupancy query gives the real limit.
+int max_blocks_per_sm() {
+  static const int cap = [] {
+    const char* v = std::getenv("JAXINT8_TOKEN_MAX_BLOCKS");
+    return v ? std::max(1, std::atoi(v)) : 4;
+  }();
+  return cap;
+}
+
+// Resident blocks per SM of `kernel` (at most `cap`) with `smem` bytes of dynamic shared memory,
+// cached per kernel and size (a model has a few row widths).
+int cached_resident_blocks(const void* kernel, int threads, int smem, int cap) {
   static std::mutex mu;
-  static std::vector<std::pair<int, int>> cache;
+  static std::vector<std::pair<std::pair<const void*, int>, int>> cache;
   std::lock_guard<std::mutex> lock(mu);
   for (const auto& e : cache)
-    if (e.first == smem) return e.second;
-  const int blocks = std::min(resident_blocks(kernel, kThreads, smem), kBlocksPerSm);
-  cache.emplace_back(smem, blocks);
+    if (e.first == std::make_pair(kernel, smem)) return e.second;
+  const int blocks = std::min(resident_blocks(kernel, threads, smem), cap);
+  cache.push_back({{kernel, smem}, blocks});
   return blocks;
 }
 
-template <typename T, int KSPLIT>
+template <typename T, int KSPLIT, int U>
 cudaError_t launch_split(const Int8GemmParams* ps, int count, const TokenOutputs& out, int num_sms,
                          cudaStream_t stream) {
-  auto kernel = count > 1 ? token_gemv_kernel<T, KSPLIT, true> : token_gemv_kernel<T, KSPLIT, false>;
+  auto kernel = count > 1 ? token_gemv_kernel<T, KSPLIT, true, U> : token_gemv_kernel<T, KSPLIT, false, U>;
   int64_t groups = 0;
   const DecodeArgs a = make_decode_args(ps, count, kWarps / KSPLIT, &groups);
   const int smem = TokenSmem(static_cast<int>(ps[0].k)).bytes();
@@ -342,7 +352,9 @@ cudaError_t launch_split(const Int8GemmParams* ps, int count, const TokenOutputs
   }();
   // About one wave, every block the same number of row groups (at least one block: the
   // quantization outputs are written even without weight rows).
-  const int64_t slots = static_cast<int64_t>(std::max(num_sms, 1)) * cached_resident_blocks(kernel, smem);
+  const int resident =
+      cached_resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, smem, max_blocks_per_sm());
+  const int64_t slots = static_cast<int64_t>(std::max(num_sms, 1)) * resident;
   const int64_t waves = std::max<int64_t>(1, (groups + slots - 1) / slots);
   const int64_t blocks = std::max<int64_t>(1, (groups + waves - 1) / waves);
   kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a, out, next_prefetch);
@@ -353,16 +365,31 @@ cudaError_t launch_split(const Int8GemmParams* ps, int count, const TokenOutputs
 // Slices cost a block barrier per row group: H100, 1 token, 20480->5120: 45.6 us with one slice,
 // 47.7 with 2, 49.9 with 4.
 int choose_ksplit(const Int8GemmParams* ps, int count, int num_sms) {
-  return gemv_ksplit(ps, count, kWarps, static_cast<int64_t>(kBlocksPerSm) * std::max(num_sms, 1) / 2);
+  return gemv_ksplit(ps, count, kWarps, static_cast<int64_t>(blocks_per_sm(4)) * std::max(num_sms, 1) / 2);
+}
+
+// Loads in flight per lane with one K slice: JAXINT8_TOKEN_LOADS=4|6|8 (environment, read once).
+int token_loads() {
+  static const int loads = [] {
+    const char* v = std::getenv("JAXINT8_TOKEN_LOADS");
+    const int n = v ? std::atoi(v) : kDefaultLoads;
+    return n == 6 || n == 8 ? n : 4;
+  }();
+  return loads;
 }
 
 template <typename T>
 cudaError_t launch_typed(const Int8GemmParams* ps, int count, const TokenOutputs& out, int num_sms,
                          cudaStream_t stream) {
   switch (choose_ksplit(ps, count, num_sms)) {
-    case 4: return launch_split<T, 4>(ps, count, out, num_sms, stream);
-    case 2: return launch_split<T, 2>(ps, count, out, num_sms, stream);
-    default: return launch_split<T, 1>(ps, count, out, num_sms, stream);
+    case 4: return launch_split<T, 4, 4>(ps, count, out, num_sms, stream);
+    case 2: return launch_split<T, 2, 4>(ps, count, out, num_sms, stream);
+    default:
+      switch (token_loads()) {
+        case 8: return launch_split<T, 1, 8>(ps, count, out, num_sms, stream);
+        case 6: return launch_split<T, 1, 6>(ps, count, out, num_sms, stream);
+        default: return launch_split<T, 1, 4>(ps, count, out, num_sms, stream);
+      }
   }
 }
 
