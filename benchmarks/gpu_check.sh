@@ -13,7 +13,8 @@
 #   TEST_PATHS="default tiled skinny"    GEMM paths the GPU tests run with ("mma" / "dp4a": the
 #                                        skinny path with JAXINT8_DECODE_KERNEL forced; "fusedq":
 #                                        the fused quantization kernel at every prefill size;
-#                                        "tokensplit": the one-token GEMV with 4 K slices)
+#                                        "tokensplit": the one-token GEMV with 4 K slices;
+#                                        "tokenloads": with 4 and 8 loads per lane)
 #   TIMELINE_ARGS="--tokens 1,128"       arguments for benchmarks/timeline.py (phase "timeline":
 #                                        kernel time vs wall time per call, with XLA's command
 #                                        buffers on (default) and off)
@@ -64,6 +65,8 @@ if has test; then
         -k "random or model_shapes or fused or chain or nan" >"$log" 2>&1
     elif [ "$path" = tokensplit ]; then  # the one-token GEMV with 4 K slices and many row groups
       JAXINT8_GEMV_KSPLIT=4 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "token or nan or group" >"$log" 2>&1
+    elif [ "$path" = tokenloads ]; then  # the one-token GEMV's other load depths (4 and 8 per lane)
+      for n in 4 8; do JAXINT8_TOKEN_LOADS=$n $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "token or nan or group"; done >"$log" 2>&1
     elif [ "$path" = mma ] || [ "$path" = dp4a ]; then  # the skinny path with one decode kernel forced
       JAXINT8_GEMM_PATH=skinny JAXINT8_DECODE_KERNEL=$path JAXINT8_TEST_CASES=120 $PY -m pytest -q -p no:cacheprovider \
         tests/test_cuda.py -k "random or model_shapes or all_outliers or chain or group or fused" >"$log" 2>&1

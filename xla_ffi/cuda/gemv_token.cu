@@ -40,10 +40,12 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-// U: 16-byte weight loads in flight per lane. 4 fit 64 registers (4 resident blocks per SM;
-// 6 spilled there, H100: 4 beat 6 by 0.4-1.2 us); more loads need the registers of 3 blocks.
+// U: 16-byte weight loads in flight per lane (token_loads). The launch bounds guarantee 4
+// resident blocks per SM (64 registers) for U <= 4 and 3 above (up to 85 registers): U = 6
+// spilled under the 64-register bound, and without it takes 64 registers for one weight (still 4
+// resident blocks) and 74 for a group (3).
 constexpr int blocks_per_sm(int u) { return u <= 4 ? 4 : 3; }
-constexpr int kDefaultLoads = 4;
+constexpr int kMaxBlocksPerSm = 4;  // block slots counted per SM (the occupancy query may give fewer)
 constexpr int kListCap = 128;  // outliers listed in shared memory
 constexpr int64_t kTokenMaxK = 65536;
 
@@ -313,16 +315,6 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(U))
   }
 }
 
-// At most this many resident blocks per SM count as block slots: JAXINT8_TOKEN_MAX_BLOCKS
-// (environment, read once; default 4). The occupancy query gives the real limit.
-int max_blocks_per_sm() {
-  static const int cap = [] {
-    const char* v = std::getenv("JAXINT8_TOKEN_MAX_BLOCKS");
-    return v ? std::max(1, std::atoi(v)) : 4;
-  }();
-  return cap;
-}
-
 // Resident blocks per SM of `kernel` (at most `cap`) with `smem` bytes of dynamic shared memory,
 // cached per kernel and size (a model has a few row widths).
 int cached_resident_blocks(const void* kernel, int threads, int smem, int cap) {
@@ -353,7 +345,7 @@ cudaError_t launch_split(const Int8GemmParams* ps, int count, const TokenOutputs
   // About one wave, every block the same number of row groups (at least one block: the
   // quantization outputs are written even without weight rows).
   const int resident =
-      cached_resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, smem, max_blocks_per_sm());
+      cached_resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, smem, kMaxBlocksPerSm);
   const int64_t slots = static_cast<int64_t>(std::max(num_sms, 1)) * resident;
   const int64_t waves = std::max<int64_t>(1, (groups + slots - 1) / slots);
   const int64_t blocks = std::max<int64_t>(1, (groups + waves - 1) / waves);
@@ -365,17 +357,21 @@ cudaError_t launch_split(const Int8GemmParams* ps, int count, const TokenOutputs
 // Slices cost a block barrier per row group: H100, 1 token, 20480->5120: 45.6 us with one slice,
 // 47.7 with 2, 49.9 with 4.
 int choose_ksplit(const Int8GemmParams* ps, int count, int num_sms) {
-  return gemv_ksplit(ps, count, kWarps, static_cast<int64_t>(blocks_per_sm(4)) * std::max(num_sms, 1) / 2);
+  return gemv_ksplit(ps, count, kWarps, static_cast<int64_t>(kMaxBlocksPerSm) * std::max(num_sms, 1) / 2);
 }
 
-// Loads in flight per lane with one K slice: JAXINT8_TOKEN_LOADS=4|6|8 (environment, read once).
-int token_loads() {
-  static const int loads = [] {
+// Loads in flight per lane with one K slice: 6 for one weight, 4 for a group (74 registers at 6:
+// 3 resident blocks instead of 4). H100, 1 token, 4 -> 6 for one weight: 5120->20480 35.6 ->
+// 34.6 us, 20480->5120 44.9 -> 43.4, 5120->5120 13.1 -> 12.4; 40-layer 13B decode 151.8 -> 154.7
+// tok/s (docs/kernels.md, "One-token GEMV"). JAXINT8_TOKEN_LOADS=4|6|8 (environment, read once)
+// sets both, for measurements.
+int token_loads(int count) {
+  static const int forced = [] {
     const char* v = std::getenv("JAXINT8_TOKEN_LOADS");
-    const int n = v ? std::atoi(v) : kDefaultLoads;
-    return n == 6 || n == 8 ? n : 4;
+    const int n = v ? std::atoi(v) : 0;
+    return n == 4 || n == 6 || n == 8 ? n : 0;
   }();
-  return loads;
+  return forced ? forced : count > 1 ? 4 : 6;
 }
 
 template <typename T>
@@ -385,7 +381,7 @@ cudaError_t launch_typed(const Int8GemmParams* ps, int count, const TokenOutputs
     case 4: return launch_split<T, 4, 4>(ps, count, out, num_sms, stream);
     case 2: return launch_split<T, 2, 4>(ps, count, out, num_sms, stream);
     default:
-      switch (token_loads()) {
+      switch (token_loads(count)) {
         case 8: return launch_split<T, 1, 8>(ps, count, out, num_sms, stream);
         case 6: return launch_split<T, 1, 6>(ps, count, out, num_sms, stream);
         default: return launch_split<T, 1, 4>(ps, count, out, num_sms, stream);
