@@ -66,7 +66,11 @@ if has test; then
     elif [ "$path" = tokensplit ]; then  # the one-token GEMV with 4 K slices and many row groups
       JAXINT8_GEMV_KSPLIT=4 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "token or nan or group" >"$log" 2>&1
     elif [ "$path" = tokenloads ]; then  # the one-token GEMV's other load depths (4 and 8 per lane)
-      for n in 4 8; do JAXINT8_TOKEN_LOADS=$n $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "token or nan or group"; done >"$log" 2>&1
+      failed=0
+      for n in 4 8; do
+        JAXINT8_TOKEN_LOADS=$n $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "token or nan or group" || failed=1
+      done >"$log" 2>&1
+      [ $failed = 0 ]
     elif [ "$path" = mma ] || [ "$path" = dp4a ]; then  # the skinny path with one decode kernel forced
       JAXINT8_GEMM_PATH=skinny JAXINT8_DECODE_KERNEL=$path JAXINT8_TEST_CASES=120 $PY -m pytest -q -p no:cacheprovider \
         tests/test_cuda.py -k "random or model_shapes or all_outliers or chain or group or fused" >"$log" 2>&1
