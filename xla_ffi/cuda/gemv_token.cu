@@ -315,15 +315,15 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(U))
   }
 }
 
-// Resident blocks per SM of `kernel` (at most `cap`) with `smem` bytes of dynamic shared memory,
-// cached per kernel and size (a model has a few row widths).
-int cached_resident_blocks(const void* kernel, int threads, int smem, int cap) {
+// Resident blocks per SM of `kernel` (at most kMaxBlocksPerSm) with `smem` bytes of dynamic shared
+// memory, cached per kernel and size (a model has a few row widths).
+int cached_resident_blocks(const void* kernel, int smem) {
   static std::mutex mu;
   static std::vector<std::pair<std::pair<const void*, int>, int>> cache;
   std::lock_guard<std::mutex> lock(mu);
   for (const auto& e : cache)
     if (e.first == std::make_pair(kernel, smem)) return e.second;
-  const int blocks = std::min(resident_blocks(kernel, threads, smem), cap);
+  const int blocks = std::min(resident_blocks(kernel, kThreads, smem), kMaxBlocksPerSm);
   cache.push_back({{kernel, smem}, blocks});
   return blocks;
 }
@@ -344,8 +344,7 @@ cudaError_t launch_split(const Int8GemmParams* ps, int count, const TokenOutputs
   }();
   // About one wave, every block the same number of row groups (at least one block: the
   // quantization outputs are written even without weight rows).
-  const int resident =
-      cached_resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, smem, kMaxBlocksPerSm);
+  const int resident = cached_resident_blocks(reinterpret_cast<const void*>(kernel), smem);
   const int64_t slots = static_cast<int64_t>(std::max(num_sms, 1)) * resident;
   const int64_t waves = std::max<int64_t>(1, (groups + slots - 1) / slots);
   const int64_t blocks = std::max<int64_t>(1, (groups + waves - 1) / waves);
