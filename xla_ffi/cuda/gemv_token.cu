@@ -12,15 +12,11 @@
 // The grid is persistent (about one wave: as many blocks as fit, divided so that every block
 // gets the same number of row groups), so each block pays the quantization once:
 //   1. each warp starts its slice of the first row group into L2 (one bulk prefetch);
-//   2. outlier flags (|x| >= threshold: a single row's column absmax is its own |x|) into a
-//      bitmap and the row absmax over the other columns, block-wide;
-//   3. the int8 row into shared memory (the main loop's activation operand); each block also
-//      writes its share of the op's outputs xq and col_amax, block 0 the scale and the count;
-//   4. the ascending outlier list (first kListCap entries) into shared memory; the op's list
-//      output is written from it in slices (block 0 writes it alone when longer);
+//   2-4. the block quantizes the token into shared memory (quantize_token, token_quant.cuh:
+//      outlier bitmap, row absmax, int8 row, outlier list, and its share of the op's outputs);
 //   5. per row group: the next group's first bytes into L2, the dp4a main loop, the slices'
-//      partial sums meet in shared memory, the row's first warp adds the outlier term (from the
-//      list; past kListCap outliers by walking the bitmap, same ascending order) and stores y.
+//      partial sums meet in shared memory, the row's first warp adds the outlier term and
+//      stores y (TokenRowEpilogue).
 // The scalar rules (common.h), the reduction orders and the epilogue formula are those of the
 // chain, so every output equals the chain's bit for bit (GPU tests).
 #include <algorithm>
@@ -29,11 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include "cuda/decode_args.cuh"
-#include "cuda/device_utils.cuh"
-#include "cuda/gemv_common.cuh"
-#include "cuda/launch.h"
-#include "cuda/row_quant.cuh"
+#include "cuda/token_quant.cuh"
 
 namespace jaxint8::cuda {
 namespace {
@@ -46,75 +38,6 @@ constexpr int kThreads = kWarps * 32;
 // resident blocks) and 74 for a group (3).
 constexpr int blocks_per_sm(int u) { return u <= 4 ? 4 : 3; }
 constexpr int kMaxBlocksPerSm = 4;  // block slots counted per SM (the occupancy query may give fewer)
-constexpr int kListCap = 128;  // outliers listed in shared memory
-constexpr int64_t kTokenMaxK = 65536;
-
-// Dynamic shared memory: the int8 row [k, padded to 16] | outlier flags, one bit per column
-// [k / 8 bytes, padded to 16, the padding zero] | the outlier list [kListCap] int32.
-struct TokenSmem {
-  int k_pad, flag_bytes;
-  __host__ __device__ static int round16(int v) { return (v + 15) & ~15; }
-  __host__ __device__ explicit TokenSmem(int k) : k_pad(round16(k)), flag_bytes(round16(k / 8)) {}
-  __host__ __device__ int bytes() const { return k_pad + flag_bytes + 4 * kListCap; }
-};
-
-// write_outlier_list's Flags from the bitmap (k % 8 == 0: byte j holds columns 8j..8j+7).
-struct BitmapFlags {
-  const uint8_t* flags;
-  int64_t h;
-  __device__ __forceinline__ unsigned eight(int64_t c) const { return c < h ? flags[c >> 3] : 0u; }
-};
-
-// The outlier sum of one weight row by walking the bitmap (more than kListCap outliers): words
-// in ascending order; for a word with outliers lane t loads column 32 w + t, and the set lanes
-// are added in ascending t (the CPU handler's order).
-__device__ float walked_outlier_sum(const uint8_t* flag_bytes, int k, const void* x, FloatType x_type,
-                                    const int8_t* wrow, float col_scale) {
-  const int lane = threadIdx.x & 31;
-  const uint32_t* words = reinterpret_cast<const uint32_t*>(flag_bytes);
-  const int nwords = (k / 8 + 3) / 4;
-  float osum = 0.0f;
-  for (int w0 = 0; w0 < nwords; w0 += 32) {
-    const uint32_t word = w0 + lane < nwords ? words[w0 + lane] : 0u;
-    uint32_t pending = __ballot_sync(kGemvFullMask, word != 0u);
-    while (pending) {
-      const int src = __ffs(pending) - 1;
-      pending &= pending - 1;
-      uint32_t bits = __shfl_sync(kGemvFullMask, word, src);
-      const int col = (w0 + src) * 32 + lane;
-      const bool ok = (bits >> lane) & 1u;
-      const float xo = ok ? load_float(x, x_type, col) : 0.0f;
-      const float w_deq = ok ? dequantize_weight(wrow[col], col_scale) : 0.0f;
-      while (bits) {
-        const int t = __ffs(bits) - 1;
-        bits &= bits - 1;
-        osum = outlier_term(osum, __shfl_sync(kGemvFullMask, xo, t), __shfl_sync(kGemvFullMask, w_deq, t));
-      }
-    }
-  }
-  return osum;
-}
-
-// One weight of a launch; a grouped launch keeps them in shared memory (selecting among the
-// kernel parameters inside the row-group loop made the compiler hoist all of them into
-// registers and spill).
-struct WeightRef {
-  const int8_t* wq;
-  const float* col_scale;
-  const float* bias;
-  void* y;
-  int64_t n;
-  int first_group;
-};
-
-__device__ __forceinline__ WeightRef weight_ref(const DecodeArgs& args, int i) {
-  const Int8GemmParams p = weight_params(args, i);
-  int first = 0;
-#pragma unroll
-  for (int j = 0; j < kMaxSkinnyWeights; ++j)
-    if (j == i) first = args.first_block[j];
-  return WeightRef{p.wq, p.col_scale, p.bias, p.y, p.n, first};
-}
 
 // A warp's weight row in row group g (dead past the weight's n).
 struct WarpRow {
@@ -128,10 +51,10 @@ template <int KSPLIT>
 __device__ __forceinline__ WarpRow warp_row(const WeightRef* weights, int count, int g, int warp, int64_t k) {
   int weight = 0;
   for (int j = 1; j < count; ++j)
-    if (g >= weights[j].first_group) weight = j;
+    if (g >= weights[j].first) weight = j;
   const WeightRef& w = weights[weight];
   WarpRow r;
-  r.row = static_cast<int64_t>(g - w.first_group) * (kWarps / KSPLIT) + warp / KSPLIT;
+  r.row = static_cast<int64_t>(g - w.first) * (kWarps / KSPLIT) + warp / KSPLIT;
   r.live = r.row < w.n;
   r.wrow = w.wq + (r.live ? r.row : 0) * k;
   r.weight = weight;
@@ -150,24 +73,12 @@ template <typename T, int KSPLIT, bool GROUPED, int U>
 __global__ void __launch_bounds__(kThreads, blocks_per_sm(U))
     token_gemv_kernel(const DecodeArgs args, const TokenOutputs out, int next_prefetch) {
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ float scratch[kWarps];
   __shared__ int32_t partial[2][kWarps];  // double-buffered: group i + 1 never overwrites group i's
   const int k = static_cast<int>(args.p.k);  // token_gemv_supported: k <= kTokenMaxK
-  const TokenSmem layout(k);
-  int8_t* xs = reinterpret_cast<int8_t*>(smem);
-  uint8_t* flags = smem + layout.k_pad;
-  int32_t* list = reinterpret_cast<int32_t*>(smem + layout.k_pad + layout.flag_bytes);
-
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, slice = warp % KSPLIT;
   __shared__ WeightRef grouped[GROUPED ? kMaxSkinnyWeights : 1];
   WeightRef single;
-  if constexpr (GROUPED) {
-    if (tid < args.weights) grouped[tid] = weight_ref(args, tid);
-    __syncthreads();
-  } else {
-    single = WeightRef{args.p.wq, args.p.col_scale, args.p.bias, args.p.y, args.p.n, 0};
-  }
-  const WeightRef* weights = GROUPED ? grouped : &single;
+  const WeightRef* weights = launch_weights<GROUPED>(args, grouped, single);
   const int nweights = GROUPED ? args.weights : 1;
   int groups = 0;  // first_block[weights], by constant indices (no local copy of args)
 #pragma unroll
@@ -190,61 +101,8 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(U))
   int g = blockIdx.x;
   prefetch_group(g, slice_bytes);
 
-  // 2. Outlier flags and the row absmax over the non-outlier columns.
-  const T* x = static_cast<const T*>(args.p.x);
-  const float threshold = out.threshold;
-  float amax = 0.0f;
-#pragma unroll 4
-  for (int c = 8 * tid; c < k; c += 8 * kThreads) {
-    float v[8];
-    Vec8<T>::load(x + c, v);
-    unsigned f = 0;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) f |= is_outlier(fabsf(v[i]), threshold) ? 1u << i : 0u;
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-      if (!(f & (1u << i))) amax = nan_absmax(amax, v[i]);
-    flags[c >> 3] = static_cast<uint8_t>(f);
-  }
-  if (tid < layout.flag_bytes - k / 8) flags[k / 8 + tid] = 0;  // whole words for the walk
-  const float row_scale = block_absmax<kThreads>(amax, scratch);  // its barrier publishes flags
-
-  // 3. The int8 row; this block's share of xq and col_amax (8-column units u with
-  //    u % gridDim.x == blockIdx.x).
-  const float mult = quant_multiplier(row_scale);
-#pragma unroll 4
-  for (int c = 8 * tid; c < k; c += 8 * kThreads) {
-    float v[8];
-    Vec8<T>::load(x + c, v);  // an L1 hit
-    const unsigned f = flags[c >> 3];
-    uint32_t packed[2] = {0u, 0u};
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int8_t q = (f & (1u << i)) ? int8_t{0} : quantize_value(v[i], mult);
-      packed[i >> 2] |= static_cast<uint32_t>(static_cast<uint8_t>(q)) << (8 * (i & 3));
-    }
-    const uint2 q8 = make_uint2(packed[0], packed[1]);
-    *reinterpret_cast<uint2*>(xs + c) = q8;
-    if ((c >> 3) % gridDim.x == blockIdx.x) {
-      *reinterpret_cast<uint2*>(out.xq + c) = q8;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) out.col_amax[c + i] = threshold > 0.0f ? fabsf(v[i]) : 0.0f;
-    }
-  }
-
-  // 4. The outlier list (its barriers also publish xs).
-  const int count = write_outlier_list<kThreads>(BitmapFlags{flags, k}, k, list, kListCap, false);
-  const bool listed = count <= kListCap;
-  if (blockIdx.x == 0 && tid == 0) {
-    *out.row_scale = row_scale;
-    *out.outlier_count = count;
-  }
-  if (listed) {
-    for (int t = blockIdx.x * kThreads + tid; t < k; t += gridDim.x * kThreads)
-      out.outlier_idx[t] = t < count ? list[t] : -1;
-  } else if (blockIdx.x == 0) {
-    write_outlier_list<kThreads>(BitmapFlags{flags, k}, k, out.outlier_idx, k, true);
-  }
+  // 2-4. The token (token_quant.cuh).
+  const QuantizedToken q = quantize_token<T, kThreads>(static_cast<const T*>(args.p.x), k, out, smem);
 
   // 5. The row groups.
   uint4 wv[U];
@@ -260,20 +118,8 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(U))
     prefetch_group(g + gridDim.x, next_prefetch);
     const bool epilogue_warp = r.live && slice == 0;
 
-    // Lane t: outlier t of a round of 32 from the list; the first round is gathered before the
-    // main loop, so its dependent loads run while the weight loads are in flight.
-    int wq_out = 0;
-    uint32_t x_out[1] = {0u};
-    bool out_ok = false;
-    const int8_t* wrow = r.wrow;
-    auto gather_round = [&](int t0) {
-      const int t = t0 + lane;
-      out_ok = t < count;
-      const int c = out_ok ? list[t] : 0;
-      wq_out = out_ok ? wrow[c] : 0;
-      x_out[0] = out_ok ? load_float_bits(args.p.x, args.p.x_type, c) : 0u;
-    };
-    if (epilogue_warp && listed) gather_round(0);
+    TokenRowEpilogue epilogue;
+    if (epilogue_warp && q.listed()) epilogue.gather(q, r.wrow, args.p.x, args.p.x_type, 0);
 
     int32_t acc = 0;
     for (int c0 = c_begin; c0 < c_end; c0 += U) {
@@ -282,7 +128,7 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(U))
       for (int u = 0; u < U; ++u) {
         if (!in_range(c0 + u)) continue;
         const int kk = (c0 + u) * kGemvChunk + lane_k;
-        acc = dot16(wv[u], *reinterpret_cast<const uint4*>(xs + kk), acc);
+        acc = dot16(wv[u], *reinterpret_cast<const uint4*>(q.xs + kk), acc);
       }
     }
     acc = warp_sum(acc);
@@ -298,20 +144,8 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(U))
     }
     if (!epilogue_warp) continue;
 
-    const WeightRef& w = weights[r.weight];
-    const Int8GemmParams& p = args.p;  // the operands every weight shares
-    const float cs = w.col_scale[r.row];
-    float osum[1] = {0.0f};
-    if (listed) {
-      for (int t0 = 0; t0 < count; t0 += 32) {
-        if (t0 > 0) gather_round(t0);
-        add_outlier_round<1>(osum, wq_out, x_out, out_ok, cs, p.x_type, min(32, count - t0));
-      }
-    } else {
-      osum[0] = walked_outlier_sum(flags, k, p.x, p.x_type, r.wrow, cs);
-    }
-    if (lane == 0)
-      store_output(w.y, p.y_type, r.row, finish_output(acc, row_scale, cs, osum[0], w.bias, r.row));
+    epilogue.prepare(weights[r.weight], r.row);  // after the loop: 8 more registers before it
+    epilogue.finish(q, k, r.wrow, r.row, acc, weights[r.weight], args.p);
   }
 }
 
