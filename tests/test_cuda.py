@@ -399,7 +399,7 @@ def test_cuda_fused_decode_sizes(lead, s, h, o, n_out, dtype):
     (32768, 1024, 6, BF16, (6.0,)),       # 4 slices
     (16384, 2048, 40, F16, (6.0, 0.0)),   # 2 slices
     (5120, 6560, 200, F32, (6.0,)),       # more outliers than the list holds
-    (4112, 3000, 40, BF16, (6.0, 0.0)),   # k % 512 == 16: a partial last load (and ring chunk)
+    (4112, 3000, 40, BF16, (6.0, 0.0)),   # k % 512 == 16: a partial last load
     (2048, 16384, 0, BF16, (1e-3,))])     # (almost) every column an outlier
 def test_cuda_token_gemv(h, o, n_out, dtype, thresholds):
     check_fused_case((), 1, h, o, n_out, dtype, thresholds)

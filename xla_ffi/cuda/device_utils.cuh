@@ -55,17 +55,12 @@ __device__ __forceinline__ int clamped_count(const int32_t* count, int64_t k) {
 
 // y = dequant(acc) + outlier_sum (+ bias), in the CPU handler's operation order, with
 // explicit round-to-nearest adds so that nvcc does not contract them into FMAs.
-// The same with the bias value already loaded (has_bias false: no bias).
-__device__ __forceinline__ float finish_output_loaded(int32_t acc, float row_scale, float col_scale,
-                                                      float outlier_sum, bool has_bias, float bias) {
-  float v = dequantize_acc(acc, row_scale, col_scale);
-  v = __fadd_rn(v, outlier_sum);
-  if (has_bias) v = __fadd_rn(v, bias);
-  return v;
-}
 __device__ __forceinline__ float finish_output(int32_t acc, float row_scale, float col_scale,
                                                float outlier_sum, const float* bias, int64_t n) {
-  return finish_output_loaded(acc, row_scale, col_scale, outlier_sum, bias != nullptr, bias ? bias[n] : 0.0f);
+  float v = dequantize_acc(acc, row_scale, col_scale);
+  v = __fadd_rn(v, outlier_sum);
+  if (bias) v = __fadd_rn(v, bias[n]);
+  return v;
 }
 
 // One term of the outlier sum: out += x * W_deq, unfused like the CPU loop.

@@ -144,7 +144,6 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(U))
     }
     if (!epilogue_warp) continue;
 
-    epilogue.prepare(weights[r.weight], r.row);  // after the loop: 8 more registers before it
     epilogue.finish(q, k, r.wrow, r.row, acc, weights[r.weight], args.p);
   }
 }

@@ -184,40 +184,29 @@ __device__ __forceinline__ const WeightRef* launch_weights(const DecodeArgs& arg
   }
 }
 
-// The epilogue of one weight row, by one warp: the outlier term and the output. Its loads are
-// started before the row's main loop, so they run while the weight loads are in flight:
-// prepare() the row's column scale and bias, gather() the first round of outliers (lane t:
-// outlier t of a round of 32 from the list; gather_x() alone when the kernel takes the weight
-// bytes from elsewhere, then set_weight()). finish() adds every round (past kTokenListCap outliers
-// by walking the bitmap, same ascending order) and lane 0 stores y = finish_output(acc, ...).
+// The epilogue of one weight row, by one warp: the outlier term and the output. gather(0)
+// before the row's main loop starts the first round's dependent loads (lane t: outlier t of a
+// round of 32 from the list), so they run while the weight loads are in flight; finish() adds
+// every round (past kTokenListCap outliers by walking the bitmap, same ascending order) and lane
+// 0 stores y = finish_output(acc, ...).
 struct TokenRowEpilogue {
-  int col = 0;  // this lane's outlier column in the current round
   int wq_out = 0;
   uint32_t x_out[1] = {0u};
   bool ok = false;
-  float cs = 0.0f, bias = 0.0f;
 
-  __device__ __forceinline__ void prepare(const WeightRef& w, int64_t row) {
-    cs = w.col_scale[row];
-    bias = w.bias ? w.bias[row] : 0.0f;
-  }
-  __device__ __forceinline__ void gather_x(const QuantizedToken& q, const void* x, FloatType x_type, int t0) {
-    const int t = t0 + (threadIdx.x & 31);
-    ok = t < q.count;
-    col = ok ? q.list[t] : 0;
-    x_out[0] = ok ? load_float_bits(x, x_type, col) : 0u;
-  }
-  __device__ __forceinline__ void set_weight(int8_t v) { wq_out = v; }
   __device__ __forceinline__ void gather(const QuantizedToken& q, const int8_t* wrow, const void* x,
                                          FloatType x_type, int t0) {
-    gather_x(q, x, x_type, t0);
-    wq_out = ok ? wrow[col] : 0;
+    const int t = t0 + (threadIdx.x & 31);
+    ok = t < q.count;
+    const int c = ok ? q.list[t] : 0;
+    wq_out = ok ? wrow[c] : 0;
+    x_out[0] = ok ? load_float_bits(x, x_type, c) : 0u;
   }
 
-  // acc: the row's int32 dot product (every lane); prepare(w, row) done, and the first round's
-  // x_out / wq_out when q.listed().
+  // acc: the row's int32 dot product (every lane); gather(q, wrow, ..., 0) done when q.listed().
   __device__ __forceinline__ void finish(const QuantizedToken& q, int k, const int8_t* wrow, int64_t row,
                                          int32_t acc, const WeightRef& w, const Int8GemmParams& p) {
+    const float cs = w.col_scale[row];
     float osum[1] = {0.0f};
     if (q.listed()) {
       for (int t0 = 0; t0 < q.count; t0 += 32) {
@@ -228,7 +217,7 @@ struct TokenRowEpilogue {
       osum[0] = walked_outlier_sum(q.flags, k, p.x, p.x_type, wrow, cs);
     }
     if ((threadIdx.x & 31) == 0)
-      store_output(w.y, p.y_type, row, finish_output_loaded(acc, q.row_scale, cs, osum[0], w.bias != nullptr, bias));
+      store_output(w.y, p.y_type, row, finish_output(acc, q.row_scale, cs, osum[0], w.bias, row));
   }
 };
 
