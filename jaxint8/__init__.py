@@ -18,6 +18,7 @@ Flax layers live in :mod:`jaxint8.flax` (linen ``Int8Dense``, nnx ``Int8Linear``
 
 from jaxint8 import reference
 from jaxint8._ffi import BUILT_WITH_CUDA
+from jaxint8.kernel_options import KernelOptions, kernel_options
 from jaxint8.ops import (DEFAULT_THRESHOLD, llm_int8_matmul, llm_int8_matmul_group,
                          quantize_activations)
 from jaxint8.weights import Int8Weight, quantize_weight
@@ -28,6 +29,8 @@ __all__ = [
     "BUILT_WITH_CUDA",
     "DEFAULT_THRESHOLD",
     "Int8Weight",
+    "KernelOptions",
+    "kernel_options",
     "llm_int8_matmul",
     "llm_int8_matmul_group",
     "quantize_activations",

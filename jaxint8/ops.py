@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxint8 import partitioning, primitives
+from jaxint8.kernel_options import KernelOptions, resolve_kernel_options
 from jaxint8.weights import Int8Weight
 
 __all__ = ["llm_int8_matmul", "llm_int8_matmul_group", "quantize_activations", "DEFAULT_THRESHOLD"]
@@ -64,7 +65,7 @@ def quantize_activations(x, threshold=DEFAULT_THRESHOLD):
 
 
 def llm_int8_matmul(x, weight: Int8Weight, bias=None, *, threshold=DEFAULT_THRESHOLD,
-                    out_dtype=None):
+                    out_dtype=None, options: KernelOptions | None = None):
     """LLM.int8() matmul: ``x @ W (+ bias)`` with ``W`` stored as vector-wise int8.
 
     All leading dimensions of ``x [..., in_features]`` are flattened into one token axis: the
@@ -86,6 +87,8 @@ def llm_int8_matmul(x, weight: Int8Weight, bias=None, *, threshold=DEFAULT_THRES
       bias: optional float ``[out_features]``.
       threshold: outlier threshold (default 6.0, the paper's); 0 or None = no decomposition.
       out_dtype: output dtype (default ``x.dtype``).
+      options: a :class:`jaxint8.KernelOptions` pinning CUDA kernels (default: the enclosing
+        :func:`jaxint8.kernel_options` block's, else automatic). Ignored on CPU.
 
     Returns:
       ``[..., out_features]`` of ``out_dtype``.
@@ -104,8 +107,9 @@ def llm_int8_matmul(x, weight: Int8Weight, bias=None, *, threshold=DEFAULT_THRES
     threshold = _check_threshold(threshold, op)
     bias = _check_weight(x, weight, bias, op, "weight", "bias")
     out_dtype = _check_out_dtype(x, out_dtype, op)
+    options = resolve_kernel_options(options, op)
 
-    return _grouped(x, (weight,), (bias,), threshold, out_dtype)[0]
+    return _grouped(x, (weight,), (bias,), threshold, out_dtype, options)[0]
 
 
 def _check_weight(x, weight, bias, op, name, bias_name):
@@ -134,7 +138,7 @@ def _check_out_dtype(x, out_dtype, op):
 
 
 def llm_int8_matmul_group(x, weights, biases=None, *, threshold=DEFAULT_THRESHOLD,
-                          out_dtype=None):
+                          out_dtype=None, options: KernelOptions | None = None):
     """:func:`llm_int8_matmul` of one ``x`` with several weights: ``x`` is quantized once.
 
     For projections that read the same activations (attention q/k/v, a gated MLP's gate/up).
@@ -151,6 +155,7 @@ def llm_int8_matmul_group(x, weights, biases=None, *, threshold=DEFAULT_THRESHOL
       biases: None, or a sequence (same length) of float ``[out_features_i]`` arrays or None.
       threshold: outlier threshold (default 6.0); 0 or None = no decomposition.
       out_dtype: output dtype (default ``x.dtype``).
+      options: a :class:`jaxint8.KernelOptions` (see :func:`llm_int8_matmul`).
 
     Returns:
       A tuple of ``[..., out_features_i]`` arrays of ``out_dtype``.
@@ -179,37 +184,37 @@ def llm_int8_matmul_group(x, weights, biases=None, *, threshold=DEFAULT_THRESHOL
     biases = tuple(_check_weight(x, w, b, op, f"weights[{i}]", f"biases[{i}]")
                    for i, (w, b) in enumerate(zip(weights, biases)))
     out_dtype = _check_out_dtype(x, out_dtype, op)
+    options = resolve_kernel_options(options, op)
 
-    return _grouped(x, weights, biases, threshold, out_dtype)
+    return _grouped(x, weights, biases, threshold, out_dtype, options)
 
 
-def _grouped(x, weights, biases, threshold, out_dtype):
+def _grouped(x, weights, biases, threshold, out_dtype, options):
     """Both public matmuls after validation: leading dims flattened into one token axis."""
     lead = x.shape[:-1]
     x2 = x.reshape((math.prod(lead), x.shape[-1]))
     ys = _matmul_group(x2, tuple(w.qweight for w in weights), tuple(w.scale for w in weights),
-                       biases, threshold, out_dtype, partitioning.explicit_sharding(x2))
+                       biases, threshold, out_dtype, options, partitioning.explicit_sharding(x2))
     return tuple(y.reshape(lead + (w.out_features,)) for y, w in zip(ys, weights))
-
-
 
 
 # One or more weights on one x [s, h] (tuples of qweight, scale, bias or None).
 # x_sharding: x's type sharding on an explicit-sharding mesh (else None), static so that the
 # backward can give dx the primal's sharding type.
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _matmul_group(x, qweights, scales, biases, threshold, out_dtype, x_sharding):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _matmul_group(x, qweights, scales, biases, threshold, out_dtype, options, x_sharding):
     return partitioning.forward_group(x, tuple(zip(qweights, scales, biases)),
-                                      threshold=threshold, out_dtype=out_dtype)
+                                      threshold=threshold, out_dtype=out_dtype, options=options)
 
 
-def _matmul_group_fwd(x, qweights, scales, biases, threshold, out_dtype, x_sharding):
-    ys = _matmul_group(x, qweights, scales, biases, threshold, out_dtype, x_sharding)
+def _matmul_group_fwd(x, qweights, scales, biases, threshold, out_dtype, options, x_sharding):
+    ys = _matmul_group(x, qweights, scales, biases, threshold, out_dtype, options, x_sharding)
     # Residuals must be arrays: a zero-size array carries x's dtype, biases carry their own.
     return ys, (qweights, scales, jnp.zeros((0,), x.dtype), biases)
 
 
-def _matmul_group_bwd(threshold, out_dtype, x_sharding, res, dys):
+def _matmul_group_bwd(threshold, out_dtype, options, x_sharding, res, dys):
+    del options
     qweights, scales, x_like, biases = res
     # dX = sum_i dY_i @ W_i_deq^T with W_deq [o, h] = qweight * scale / 127: float32
     # accumulation, summed in float32, cast once.

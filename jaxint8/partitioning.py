@@ -64,10 +64,10 @@ __all__ = ["forward", "forward_group", "local_forward", "plan_axes", "Plan", "ex
 
 # ----------------------------------------------------------------------------- single device
 
-def local_forward(x, qweight, scale, bias, *, threshold, out_dtype):
+def local_forward(x, qweight, scale, bias, *, threshold, out_dtype, options):
     """The single-device forward, no collectives: the fused primitive (one custom call)."""
     return primitives.llm_int8_matmul(x, qweight, scale, bias, threshold=threshold,
-                                      out_dtype=out_dtype)
+                                      out_dtype=out_dtype, options=options)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -179,14 +179,14 @@ def _requantize(x, col_amax, threshold, row_scale):
     return jnp.where(mask, jnp.int8(0), xq)
 
 
-def _shard_body(plan, threshold, out_dtype, has_bias):
+def _shard_body(plan, threshold, out_dtype, has_bias, options):
     s_axes, h_axes = plan.s, plan.h
 
     def body(x, qweight, scale, *rest):
         bias = rest[0] if has_bias else None
         if not h_axes and not (threshold and s_axes):  # nothing to reduce across shards
             return local_forward(x, qweight, scale, bias, threshold=threshold,
-                                 out_dtype=out_dtype)
+                                 out_dtype=out_dtype, options=options)
         if threshold:
             col_amax = primitives.column_absmax(x)
             if s_axes:  # outlier set = union over the token shards
@@ -196,12 +196,12 @@ def _shard_body(plan, threshold, out_dtype, has_bias):
         xq, row_scale, idx, count = primitives.quantize_rows(x, col_amax, threshold)
         if not h_axes:  # data parallel: the outlier set was reduced over the token shards
             return primitives.int8_matmul(xq, row_scale, x, idx, count, qweight, scale, bias,
-                                          out_dtype=out_dtype)
+                                          out_dtype=out_dtype, options=options)
         # Row parallel: global row scales, then partial products summed over the h shards.
         row_scale = lax.pmax(row_scale, h_axes)
         xq = _requantize(x, col_amax, threshold, row_scale)
         y = primitives.int8_matmul(xq, row_scale, x, idx, count, qweight, scale, None,
-                                   out_dtype=jnp.float32)
+                                   out_dtype=jnp.float32, options=options)
         y = lax.psum(y, h_axes)
         if has_bias:
             y = y + bias.astype(jnp.float32)
@@ -226,19 +226,21 @@ _LEAD_FACTORS = "abcdefgijklmnpqrtuvwxyz"  # factor names for leading dims (not 
 
 
 @functools.cache
-def _partitioned(threshold, out_dtype, has_bias, nlead=0):
+def _partitioned(threshold, out_dtype, has_bias, options, nlead=0):
     """The custom-partitioned, custom-vmapped forward for ``x`` of rank ``2 + nlead``."""
     out_dtype = jnp.dtype(out_dtype)
 
     def fn(x, qweight, scale, *rest):
         bias = rest[0] if has_bias else None
-        return local_forward(x, qweight, scale, bias, threshold=threshold, out_dtype=out_dtype)
+        return local_forward(x, qweight, scale, bias, threshold=threshold, out_dtype=out_dtype,
+                             options=options)
 
     def partition(mesh, arg_shapes, result_shape):
         del result_shape
         plan = _plan_from_shapes(mesh, arg_shapes)
         arg_shardings, out_sharding = _shardings(mesh, plan, has_bias)
-        return mesh, _shard_body(plan, threshold, out_dtype, has_bias), out_sharding, arg_shardings
+        return (mesh, _shard_body(plan, threshold, out_dtype, has_bias, options), out_sharding,
+                arg_shardings)
 
     def infer_sharding_from_operands(mesh, arg_shapes, result_shape):
         del result_shape
@@ -250,7 +252,7 @@ def _partitioned(threshold, out_dtype, has_bias, nlead=0):
     lead = " ".join(_LEAD_FACTORS[:nlead])
     xs, ys = (lead + " s h").strip(), (lead + " s o").strip()
     rule = f"{xs}, o h, o, o -> {ys}" if has_bias else f"{xs}, o h, o -> {ys}"
-    rank_up = lambda: _partitioned(threshold, out_dtype.name, has_bias, nlead + 1)  # noqa: E731
+    rank_up = lambda: _partitioned(threshold, out_dtype.name, has_bias, options, nlead + 1)  # noqa: E731
     return _custom_op(fn, partition, infer_sharding_from_operands, propagate_user_sharding, rule,
                       nlead, rank_up, lambda out: (out, True))
 
@@ -285,14 +287,14 @@ def _custom_op(fn, partition, infer_sharding_from_operands, propagate_user_shard
     return vm
 
 
-def forward(x, qweight, scale, bias, *, threshold, out_dtype):
+def forward(x, qweight, scale, bias, *, threshold, out_dtype, options):
     """``x [s, h]`` -> ``[s, o]``: quantize (column absmax, rows) then the fused int8 GEMM.
 
     Custom-partitioned: under ``jit`` with sharded operands each device runs the same kernels on
     its shard with the collectives listed in the module doc; on one device, no collectives.
     """
     threshold = float(threshold or 0.0)
-    fn = _partitioned(threshold, jnp.dtype(out_dtype).name, bias is not None)
+    fn = _partitioned(threshold, jnp.dtype(out_dtype).name, bias is not None, options)
     args = (x, qweight, scale) if bias is None else (x, qweight, scale, bias)
     explicit = _explicit_mesh(x, qweight)
     if explicit is None:
@@ -350,13 +352,14 @@ def _group_flat(weights):
 
 
 @functools.cache
-def _partitioned_group(threshold, out_dtype, has_bias, nlead=0):
+def _partitioned_group(threshold, out_dtype, has_bias, options, nlead=0):
     """The custom-partitioned, custom-vmapped grouped forward for ``x`` of rank ``2 + nlead``."""
     out_dtype = jnp.dtype(out_dtype)
 
     def fn(x, *flat):
         return primitives.llm_int8_matmul_group(x, _group_split(flat, has_bias),
-                                                threshold=threshold, out_dtype=out_dtype)
+                                                threshold=threshold, out_dtype=out_dtype,
+                                                options=options)
 
     def plans_of(mesh, arg_shapes):
         x, weights = arg_shapes[0], _group_split(arg_shapes[1:], has_bias)
@@ -377,7 +380,7 @@ def _partitioned_group(threshold, out_dtype, has_bias, nlead=0):
         plan = plans[0]
         if not plan.h and not (threshold and plan.s):  # no reduction: the grouped kernel
             return mesh, fn, out_shardings, arg_shardings
-        bodies = [_shard_body(p, threshold, out_dtype, hb) for p, hb in zip(plans, has_bias)]
+        bodies = [_shard_body(p, threshold, out_dtype, hb, options) for p, hb in zip(plans, has_bias)]
 
         def body(x, *flat):
             return tuple(b(x, *(w for w in wt if w is not None))
@@ -400,12 +403,13 @@ def _partitioned_group(threshold, out_dtype, has_bias, nlead=0):
         ins += [f"{o} h", o] + ([o] if hb else [])
         outs.append((lead + f" s {o}").strip())
     rule = ", ".join(ins) + " -> " + ", ".join(outs)
-    rank_up = lambda: _partitioned_group(threshold, out_dtype.name, has_bias, nlead + 1)  # noqa: E731
+    rank_up = lambda: _partitioned_group(threshold, out_dtype.name, has_bias, options,  # noqa: E731
+                                          nlead + 1)
     return _custom_op(fn, partition, infer_sharding_from_operands, propagate_user_sharding, rule,
                       nlead, rank_up, lambda out: (tuple(out), (True,) * len(has_bias)))
 
 
-def forward_group(x, weights, *, threshold, out_dtype):
+def forward_group(x, weights, *, threshold, out_dtype, options):
     """:func:`forward` for several ``(qweight, scale, bias or None)`` that read the same ``x``.
 
     One quantization of ``x`` and, on one device, one custom call for all weights (for decode
@@ -413,10 +417,10 @@ def forward_group(x, weights, *, threshold, out_dtype):
     outputs, equal to :func:`forward` per weight bit for bit.
     """
     if len(weights) == 1:  # the single-weight custom call and partitioning
-        return (forward(x, *weights[0], threshold=threshold, out_dtype=out_dtype),)
+        return (forward(x, *weights[0], threshold=threshold, out_dtype=out_dtype, options=options),)
     threshold = float(threshold or 0.0)
     has_bias = tuple(b is not None for _, _, b in weights)
-    fn = _partitioned_group(threshold, jnp.dtype(out_dtype).name, has_bias)
+    fn = _partitioned_group(threshold, jnp.dtype(out_dtype).name, has_bias, options)
     args = (x, *_group_flat(weights))
     explicit = _explicit_mesh(x, weights[0][0])
     if explicit is None:

@@ -1,22 +1,25 @@
 """JAX primitives over the jaxint8 XLA FFI targets.
 
-Three primitives, one per FFI target (``xla_ffi/handlers.h``):
+Five primitives, one per FFI target (``xla_ffi/handlers.h``):
 
 * :data:`column_absmax_p`   ``x [..., s, h] -> col_amax f32 [..., h]``
 * :data:`quantize_rows_p`   ``x, col_amax -> xq s8, row_scale f32 [..., s], outlier_idx s32 [..., h],
   outlier_count s32 [...]``  (param ``threshold``)
 * :data:`int8_matmul_p`     ``xq, row_scale, x, outlier_idx, outlier_count, qweight [o, h],
-  scale [o], bias [o] | [0] -> y [..., s, o]``  (param ``out_dtype``)
+  scale [o], bias [o] | [0] -> y [..., s, o]``  (params ``out_dtype``, ``options``)
 * :data:`llm_int8_matmul_p` ``x, qweight, scale, bias -> y``: the three above in one custom call
-  (params ``threshold``, ``out_dtype``); one FFI call costs more host time on a GPU than a decode
-  step's quantization kernels, so the single-device path uses this one.
+  (params ``threshold``, ``out_dtype``, ``options``); one FFI call costs more host time on a GPU
+  than a decode step's quantization kernels, so the single-device path uses this one.
 * :data:`llm_int8_matmul_group_p` ``x, (qweight, scale, bias) * G -> (y_1, ..., y_G)``: one
   quantization of ``x`` for several weights that read it (q/k/v, gate/up), one GEMM each; for
   decode-sized ``x`` on a GPU all G GEMMs are one kernel launch. Same results as G
   :data:`llm_int8_matmul_p` calls, bit for bit.
 
 Each has an abstract-eval rule (shape and dtype checks whose errors name the argument), an FFI
-lowering for CPU and CUDA, and a batching rule: leading dimensions are independent problems for the
+lowering for CPU and CUDA, and a batching rule. ``options`` (a :class:`jaxint8.KernelOptions`)
+reaches the CUDA handlers as a dictionary attribute; the matmul targets on CUDA also get an
+extra result buffer, the Hopper GEMM's workspace (compact outlier operands), so that XLA owns
+and accounts that memory. Leading dimensions are independent problems for the
 kernels (each with its own outlier set), so ``vmap`` maps onto them directly. Without CUDA handlers
 in the build, CUDA lowers to :mod:`jaxint8.reference` and warns once (never silently).
 
@@ -35,6 +38,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 
 from jaxint8 import _ffi, reference
+from jaxint8.kernel_options import KernelOptions, resolve_kernel_options
 
 __all__ = [
     "column_absmax",
@@ -94,7 +98,9 @@ def _quantize_rows_abstract(x, col_amax, *, threshold):
             jax.core.ShapedArray(lead + (h,), _S32), jax.core.ShapedArray(lead, _S32))
 
 
-def _int8_matmul_abstract(xq, row_scale, x, idx, count, qweight, scale, bias, *, out_dtype):
+def _int8_matmul_abstract(xq, row_scale, x, idx, count, qweight, scale, bias, *, out_dtype,
+                          options):
+    del options
     op = "int8_matmul"
     if jnp.dtype(xq.dtype) != _S8 or len(xq.shape) < 2:
         raise TypeError(f"{op}: xq must be an int8 array of rank >= 2, got {xq.dtype}{list(xq.shape)}")
@@ -124,8 +130,8 @@ def _matmul_result(x_shape, qweight, scale, bias, out_dtype, op):
     return jax.core.ShapedArray(tuple(x_shape[:-1]) + (o,), jnp.dtype(out_dtype))
 
 
-def _llm_int8_matmul_abstract(x, qweight, scale, bias, *, threshold, out_dtype):
-    del threshold
+def _llm_int8_matmul_abstract(x, qweight, scale, bias, *, threshold, out_dtype, options):
+    del threshold, options
     check_float_activation(x, "x", "llm_int8_matmul")
     return _matmul_result(x.shape, qweight, scale, bias, out_dtype, "llm_int8_matmul")
 
@@ -140,8 +146,8 @@ def _group_triples(weights, op):
     return [weights[i:i + 3] for i in range(0, len(weights), 3)]
 
 
-def _llm_int8_matmul_group_abstract(x, *weights, threshold, out_dtype):
-    del threshold
+def _llm_int8_matmul_group_abstract(x, *weights, threshold, out_dtype, options):
+    del threshold, options
     op = "llm_int8_matmul_group"
     check_float_activation(x, "x", op)
     return tuple(_matmul_result(x.shape, *w, out_dtype, f"{op} (weight {i})")
@@ -165,18 +171,19 @@ def _quantize_rows_ref(x, col_amax, *, threshold):
     return reference.quantize_rows(x, col_amax, threshold)
 
 
-def _int8_matmul_ref(xq, row_scale, x, idx, count, qweight, scale, bias, *, out_dtype):
+def _int8_matmul_ref(xq, row_scale, x, idx, count, qweight, scale, bias, *, out_dtype,
+                     options=None):
     return reference.int8_matmul(xq, row_scale, x, idx, count, qweight, scale,
                                  bias if bias.shape[0] else None, out_dtype)
 
 
-def _llm_int8_matmul_ref(x, qweight, scale, bias, *, threshold, out_dtype):
+def _llm_int8_matmul_ref(x, qweight, scale, bias, *, threshold, out_dtype, options=None):
     xq, row_scale, idx, count = reference.quantize_rows(x, reference.column_absmax(x), threshold)
     return _int8_matmul_ref(xq, row_scale, x, idx, count, qweight, scale, bias,
                             out_dtype=out_dtype)
 
 
-def _llm_int8_matmul_group_ref(x, *weights, threshold, out_dtype):
+def _llm_int8_matmul_group_ref(x, *weights, threshold, out_dtype, options=None):
     xq, row_scale, idx, count = reference.quantize_rows(x, reference.column_absmax(x), threshold)
     return tuple(_int8_matmul_ref(xq, row_scale, x, idx, count, *w, out_dtype=out_dtype)
                  for w in _group_triples(weights, "llm_int8_matmul_group"))
@@ -184,24 +191,62 @@ def _llm_int8_matmul_group_ref(x, *weights, threshold, out_dtype):
 
 # ----------------------------------------------------------------------------- lowering
 
-def _ffi_rule(target, attrs, hidden_results=None, hidden_first=False):
+def _ffi_rule(target, attrs, results=None):
     """FFI lowering that passes only the named params (as the types the handler binds).
 
-    ``hidden_results(*avals_in)``: avals of extra handler results (scratch that XLA allocates)
-    that follow the primitive's own results (or precede them, ``hidden_first``) and are dropped.
+    ``attrs``: ``{param name: converter}``. ``results(avals_in, own_avals, params)``: the
+    handler's whole result list and the index of the primitive's own results in it (the others,
+    intermediates and scratch that XLA allocates, are dropped); None: the own results only.
     """
     lower = jax.ffi.ffi_lowering(target)
 
     def rule(ctx, *args, **params):
         attr_values = {k: conv(params[k]) for k, conv in attrs.items()}
-        if hidden_results is None:
+        if results is None:
             return lower(ctx, *args, **attr_values)
-        own, hidden = list(ctx.avals_out), list(hidden_results(*ctx.avals_in))
-        ctx = ctx.replace(avals_out=hidden + own if hidden_first else own + hidden)
-        results = lower(ctx, *args, **attr_values)
-        return results[len(hidden):] if hidden_first else results[:len(own)]
+        own = list(ctx.avals_out)
+        avals, first = results(ctx.avals_in, own, params)
+        out = lower(ctx.replace(avals_out=avals), *args, **attr_values)
+        return out[first:first + len(own)]
 
     return rule
+
+
+def _hidden_after(hidden):
+    """``results`` for a handler whose own results come first, then ``hidden(...)``."""
+    return lambda avals_in, own, params: (own + list(hidden(avals_in, own, params)), 0)
+
+
+def _hidden_before(hidden):
+    """``results`` for a handler whose ``hidden(...)`` results precede its own."""
+    def results(avals_in, own, params):
+        extra = list(hidden(avals_in, own, params))
+        return extra + own, len(extra)
+    return results
+
+
+# The Hopper GEMM's workspace (xla_ffi/cuda/sm90/gemm_sm90.h, int8_gemm_sm90_workspace_bytes):
+# compact outlier operands x[:, O] [m, ld] and W_deq[O, :] [n, ld] in float32, ld = the first
+# up to 128 outlier columns rounded up to 4. Only prefill-sized calls (m > 16) take that path.
+_SM90_OUTLIER_CAP, _DECODE_MAX_TOKENS, _WORKSPACE_ALIGN = 128, 16, 256
+
+
+def sm90_workspace_bytes(m, n, k, options):
+    """Bytes of the GEMM workspace a CUDA matmul call gets for ``m`` tokens (0 when unused)."""
+    if m <= _DECODE_MAX_TOKENS or options.gemm in ("skinny", "tiled"):
+        return 0
+    ld = min((k + 3) // 4 * 4, _SM90_OUTLIER_CAP)
+    return -(-m * ld * 4 // _WORKSPACE_ALIGN) * _WORKSPACE_ALIGN + n * ld * 4
+
+
+def _workspace_aval(x_shape, ns, options):
+    m, k = x_shape[-2], x_shape[-1]
+    size = max(sm90_workspace_bytes(m, n, k, options) for n in ns)
+    return jax.core.ShapedArray((size,), jnp.dtype(jnp.uint8))
+
+
+def _kernel_options_attr(options):
+    return options.ffi_attributes()
 
 
 @functools.cache
@@ -232,34 +277,64 @@ def _jitted(prim, params):
     return jax.jit(functools.partial(prim.bind, **dict(params)))
 
 
-def _define(name, abstract, ref_fn, attrs, multiple_results=False, hidden_results=None,
-            hidden_first=False):
+def _define(name, abstract, ref_fn, attrs, multiple_results=False, cpu_results=None,
+            cuda_attrs=None, cuda_results=None):
+    """The primitive ``name`` lowered to the FFI target of the same name.
+
+    ``attrs``/``cpu_results``: the CPU handler's attributes and result layout (see
+    :func:`_ffi_rule`); ``cuda_attrs``/``cuda_results``: the CUDA handler's (default: the CPU's).
+    """
     prim = Primitive(name)
     prim.multiple_results = multiple_results
     prim.def_abstract_eval(abstract)
     prim.def_impl(functools.partial(_impl, prim))
-    ffi_rule = _ffi_rule(name, attrs, hidden_results, hidden_first)
-    mlir.register_lowering(prim, ffi_rule, platform="cpu")
+    mlir.register_lowering(prim, _ffi_rule(name, attrs, cpu_results), platform="cpu")
     if name in _ffi.CUDA_TARGETS:
-        mlir.register_lowering(prim, ffi_rule, platform="cuda")
+        cuda_rule = _ffi_rule(name, cuda_attrs or attrs, cuda_results or cpu_results)
+        mlir.register_lowering(prim, cuda_rule, platform="cuda")
     else:
         mlir.register_lowering(prim, _reference_rule(ref_fn, multiple_results), platform="cuda")
     return prim
 
 
+_THRESHOLD = {"threshold": np.float32}
+_OPTIONS = {"options": _kernel_options_attr}
+
+
+def _matmul_workspace(avals_in, own, params):
+    """int8_matmul's CUDA scratch: the workspace (own = [y])."""
+    return (_workspace_aval(avals_in[0].shape, [own[0].shape[-1]], params["options"]),)
+
+
+def _fused_hidden(avals_in, own, params):
+    """The fused targets' CPU scratch: the quantization intermediates."""
+    del own, params
+    return _fused_intermediates(avals_in[0])
+
+
+def _fused_hidden_cuda(avals_in, own, params):
+    """The fused targets' CUDA scratch: the intermediates, then the workspace."""
+    ns = [y.shape[-1] for y in own]
+    return _fused_hidden(avals_in, own, params) + (
+        _workspace_aval(avals_in[0].shape, ns, params["options"]),)
+
+
 column_absmax_p = _define("jaxint8_column_absmax", _column_absmax_abstract, _column_absmax_ref, {})
 quantize_rows_p = _define("jaxint8_quantize_rows", _quantize_rows_abstract, _quantize_rows_ref,
-                          {"threshold": np.float32}, multiple_results=True)
-int8_matmul_p = _define("jaxint8_int8_matmul", _int8_matmul_abstract, _int8_matmul_ref, {})
+                          _THRESHOLD, multiple_results=True)
+int8_matmul_p = _define("jaxint8_int8_matmul", _int8_matmul_abstract, _int8_matmul_ref, {},
+                        cuda_attrs=_OPTIONS, cuda_results=_hidden_after(_matmul_workspace))
 llm_int8_matmul_p = _define("jaxint8_llm_int8_matmul", _llm_int8_matmul_abstract,
-                            _llm_int8_matmul_ref, {"threshold": np.float32},
-                            hidden_results=lambda x, *_: _fused_intermediates(x))
+                            _llm_int8_matmul_ref, _THRESHOLD,
+                            cpu_results=_hidden_after(_fused_hidden),
+                            cuda_attrs=_THRESHOLD | _OPTIONS,
+                            cuda_results=_hidden_after(_fused_hidden_cuda))
 # The handler's fixed results (the intermediates) precede its variadic ones (one y per weight).
 llm_int8_matmul_group_p = _define("jaxint8_llm_int8_matmul_group", _llm_int8_matmul_group_abstract,
-                                  _llm_int8_matmul_group_ref, {"threshold": np.float32},
-                                  multiple_results=True,
-                                  hidden_results=lambda x, *_: _fused_intermediates(x),
-                                  hidden_first=True)
+                                  _llm_int8_matmul_group_ref, _THRESHOLD, multiple_results=True,
+                                  cpu_results=_hidden_before(_fused_hidden),
+                                  cuda_attrs=_THRESHOLD | _OPTIONS,
+                                  cuda_results=_hidden_before(_fused_hidden_cuda))
 
 
 # ----------------------------------------------------------------------------- batching
@@ -336,35 +411,37 @@ def quantize_activations(x, threshold):
     return quantize_rows(x, col_amax, threshold)
 
 
+def _bias_operand(bias):
+    """The bias operand of the matmul targets: float32 ``[o]``, or ``[0]`` for no bias."""
+    return jnp.zeros((0,), jnp.float32) if bias is None else jnp.asarray(bias, jnp.float32)
+
+
 def int8_matmul(xq, row_scale, x, outlier_idx, outlier_count, qweight, scale, bias=None, *,
-                out_dtype=None):
+                out_dtype=None, options: KernelOptions | None = None):
     """The fused int8 GEMM + dequant + outlier product + bias + cast (see module doc)."""
-    if bias is None:
-        bias = jnp.zeros((0,), jnp.float32)
     out_dtype = jnp.dtype(x.dtype if out_dtype is None else out_dtype)
     return int8_matmul_p.bind(xq, row_scale, x, outlier_idx, outlier_count, qweight, scale,
-                              jnp.asarray(bias, jnp.float32), out_dtype=out_dtype)
+                              _bias_operand(bias), out_dtype=out_dtype,
+                              options=resolve_kernel_options(options, "int8_matmul"))
 
 
-def llm_int8_matmul(x, qweight, scale, bias=None, *, threshold, out_dtype=None):
+def llm_int8_matmul(x, qweight, scale, bias=None, *, threshold, out_dtype=None,
+                    options: KernelOptions | None = None):
     """:func:`quantize_activations` then :func:`int8_matmul` in one custom call (same results)."""
-    if bias is None:
-        bias = jnp.zeros((0,), jnp.float32)
     out_dtype = jnp.dtype(x.dtype if out_dtype is None else out_dtype)
-    return llm_int8_matmul_p.bind(x, qweight, scale, jnp.asarray(bias, jnp.float32),
-                                  threshold=float(threshold or 0.0), out_dtype=out_dtype)
+    return llm_int8_matmul_p.bind(x, qweight, scale, _bias_operand(bias),
+                                  threshold=float(threshold or 0.0), out_dtype=out_dtype,
+                                  options=resolve_kernel_options(options, "llm_int8_matmul"))
 
 
-def llm_int8_matmul_group(x, weights, *, threshold, out_dtype=None):
+def llm_int8_matmul_group(x, weights, *, threshold, out_dtype=None,
+                          options: KernelOptions | None = None):
     """:func:`llm_int8_matmul` for several weights reading the same ``x``, one quantization.
 
     ``weights``: a sequence of ``(qweight, scale, bias or None)``. Returns a tuple of outputs.
     """
     out_dtype = jnp.dtype(x.dtype if out_dtype is None else out_dtype)
-    flat = []
-    for qweight, scale, bias in weights:
-        if bias is None:
-            bias = jnp.zeros((0,), jnp.float32)
-        flat += [qweight, scale, jnp.asarray(bias, jnp.float32)]
-    return tuple(llm_int8_matmul_group_p.bind(x, *flat, threshold=float(threshold or 0.0),
-                                              out_dtype=out_dtype))
+    flat = [a for qweight, scale, bias in weights for a in (qweight, scale, _bias_operand(bias))]
+    return tuple(llm_int8_matmul_group_p.bind(
+        x, *flat, threshold=float(threshold or 0.0), out_dtype=out_dtype,
+        options=resolve_kernel_options(options, "llm_int8_matmul_group")))
