@@ -59,10 +59,25 @@ def quantize_weight(w, *, transposed: bool = False) -> Int8Weight:
         >>> wq = jaxint8.quantize_weight(w)
         >>> wq.qweight.shape, wq.qweight.dtype, wq.scale.shape
         ((512, 256), dtype('int8'), (512,))
+        >>> w_torch = w.T                                   # a torch Linear weight [out, in]
+        >>> jaxint8.quantize_weight(w_torch, transposed=True).qweight.shape
+        (512, 256)
+
+    The layout cannot be checked here: a torch ``[out, in]`` weight passed without
+    ``transposed=True`` is quantized as an ``[in, out]`` one. If it is not square, the result has
+    swapped in/out sizes and the layers (:class:`jaxint8.flax.Int8Dense`, ``Int8Linear``) reject
+    it with an error that says to pass ``transposed=True``; a **square** weight in the wrong
+    layout gives wrong outputs without any error.
+
+    Non-finite values: a NaN or Inf in a concrete ``w`` raises a ``ValueError`` naming the
+    affected output features (a float matmul with it would give NaN/Inf there). Under
+    ``jax.jit`` or another transformation the values are not known and nothing is raised; the
+    scale of every affected output feature is then NaN/Inf, so those outputs of
+    :func:`jaxint8.llm_int8_matmul` are NaN/Inf as well (never silently finite).
 
     Raises:
       TypeError: ``w`` is not a floating-point array.
-      ValueError: ``w`` is not 2-D.
+      ValueError: ``w`` is not 2-D, or (outside of tracing) contains NaN or Inf.
     """
     w = jnp.asarray(w)
     if not jnp.issubdtype(w.dtype, jnp.floating):
@@ -71,4 +86,12 @@ def quantize_weight(w, *, transposed: bool = False) -> Int8Weight:
         layout = "[out_features, in_features]" if transposed else "[in_features, out_features]"
         raise ValueError(f"quantize_weight: w must be 2-D {layout}, got shape {w.shape}")
     qweight, scale = reference.quantize_weight_out_in(w if transposed else w.T)
+    if not isinstance(scale, jax.core.Tracer):
+        # scale[j] = max |w[:, j]|: NaN or Inf exactly when output feature j has one.
+        bad = np.flatnonzero(~np.isfinite(np.asarray(scale)))
+        if bad.size:
+            shown = ", ".join(map(str, bad[:8])) + (", ..." if bad.size > 8 else "")
+            raise ValueError(f"quantize_weight: w has NaN or Inf values in {bad.size} output "
+                             f"feature(s) [{shown}]; a float matmul would give NaN/Inf there. "
+                             f"Fix or zero those values before quantizing")
     return Int8Weight(qweight=qweight, scale=scale)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+import math
 import os
 from typing import Any
 
@@ -50,6 +51,10 @@ class QuantConfig:
     group: bool = True
 
     def __post_init__(self):
+        t = self.threshold
+        if t is not None and (not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0):
+            raise ValueError(f"QuantConfig.threshold must be a finite number >= 0 or None, got {t!r}; "
+                             f"use 0 or None to disable the outlier decomposition")
         if isinstance(self.skip, str):
             raise TypeError("QuantConfig.skip must be a sequence of patterns, not a single string")
         object.__setattr__(self, "skip", tuple(self.skip))

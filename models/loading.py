@@ -127,9 +127,15 @@ class CheckpointReader:
         key = self._require(name, what)
         shape = self.shape(name)
         if shape != tuple(expected_shape):
+            hint = ""
+            if len(shape) == 2 and shape == tuple(expected_shape)[::-1]:
+                hint = (
+                    "; that is the expected shape transposed: the checkpoint stores this weight with "
+                    "its in/out axes swapped (torch Linear [out, in] vs Conv1D / Flax [in, out])"
+                )
             raise CheckpointError(
                 f"tensor {key!r} in {os.path.join(self.path, self.index[key])!r} has shape {shape}, "
-                f"but config.json implies {tuple(expected_shape)} for {what}"
+                f"but config.json implies {tuple(expected_shape)} for {what}{hint}"
             )
         self.used.add(key)
         return self._open(self.index[key]).get_tensor(key)

@@ -37,6 +37,10 @@ def quantize_dense_params(params: Mapping[str, Any], *, target: Optional[Mapping
 
     A Dense entry is a dict ``{'kernel': float [in, out], 'bias'?: [out]}``; it becomes
     ``{'kernel': int8 [out, in], 'scale': f32 [out], 'bias'?}``. Everything else is kept as is.
+    Kernels must be in Flax's ``[in, out]`` layout: a torch / Hugging Face state dict's
+    ``[out, in]`` weights must be transposed first (with ``target``, a non-square kernel in that
+    layout raises an error saying so; a square one cannot be told apart). A NaN or Inf in a
+    kernel raises a ``ValueError`` (see :func:`jaxint8.quantize_weight`).
 
     Args:
       params: the float parameter tree (the ``'params'`` collection).
@@ -62,17 +66,25 @@ def quantize_dense_params(params: Mapping[str, Any], *, target: Optional[Mapping
         where = "/".join(path) or "<root>"
         if tgt is not None:
             if _target_is_int8(tgt):
+                if _target_is_int8(tree):
+                    raise ValueError(f"quantize_dense_params: {where}: this entry is already "
+                                     f"int8 ('kernel' and 'scale'); pass the float params")
                 if not _is_dense(tree):
                     raise ValueError(f"quantize_dense_params: {where}: the int8 model expects a "
                                      f"Dense entry with a 2-D float 'kernel' here")
-                out = _quantize_dense(tree)
                 want = tuple(tgt["kernel"].shape)
-                if tuple(out["kernel"].shape) != want:
+                got = tuple(tree["kernel"].shape)[::-1]
+                if got != want:
+                    hint = ""
+                    if got == want[::-1] and want[0] != want[1]:
+                        hint = ("; the float kernel is [out, in] (torch / Hugging Face layout): "
+                                "transpose it to Flax's [in, out] first, or quantize it with "
+                                "jaxint8.quantize_weight(w, transposed=True)")
                     raise ValueError(f"quantize_dense_params: {where}/kernel: float kernel "
-                                     f"{list(tree['kernel'].shape)} gives int8 "
-                                     f"{list(out['kernel'].shape)}, the int8 model expects "
-                                     f"{list(want)}")
-                return out
+                                     f"{list(tree['kernel'].shape)} gives int8 {list(got)}, the "
+                                     f"int8 model expects {list(want)} (float [in, out] = "
+                                     f"{list(want[::-1])}){hint}")
+                return _quantize_dense(tree)
             if isinstance(tgt, Mapping):
                 if not isinstance(tree, Mapping):
                     raise ValueError(f"quantize_dense_params: {where}: expected a sub-tree")

@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxint8.flax._common import apply_int8
+from jaxint8.flax._common import apply_int8, check_inputs, check_int8_kernel, check_threshold
 from jaxint8.ops import DEFAULT_THRESHOLD
 from jaxint8.weights import Int8Weight, quantize_weight
 
@@ -32,7 +32,13 @@ class Int8Dense(nn.Module):
       use_bias: whether to add a bias.
       dtype: computation/output dtype (None: promote the input dtype with ``param_dtype``).
       param_dtype: dtype of the float parameters (bias) and of the kernel before quantization.
-      threshold: outlier threshold (default 6.0); 0 or None disables the decomposition.
+      threshold: outlier threshold (default 6.0); 0 or None disables the decomposition. A
+        negative or non-finite value raises a ``ValueError`` when the layer is built.
+
+    Errors name the layer and the fix: a scalar input, an input width that is not the kernel's
+    ``in_features``, float ``nn.Dense`` params (convert them with
+    :func:`jaxint8.flax.quantize_dense_params`) and an int8 kernel with swapped in/out axes
+    (quantize torch weights with ``jaxint8.quantize_weight(w, transposed=True)``).
 
     Example::
 
@@ -53,6 +59,14 @@ class Int8Dense(nn.Module):
     kernel_init: Callable = nn.initializers.lecun_normal()
     bias_init: Callable = nn.initializers.zeros_init()
 
+    def __post_init__(self):
+        check_threshold(self.threshold, f"Int8Dense(threshold={self.threshold!r})")
+        super().__post_init__()
+
+    def _where(self) -> str:
+        path = "/".join(self.scope.path) if self.scope is not None else ""
+        return f"Int8Dense {path!r}" if path else "Int8Dense"
+
     @nn.compact
     def __call__(self, inputs, *, return_weight: bool = False):
         """``inputs @ kernel (+ bias)``; with ``return_weight`` only ``(Int8Weight, bias)``.
@@ -60,7 +74,10 @@ class Int8Dense(nn.Module):
         ``return_weight`` creates or fetches the parameters without computing anything: it is how
         :func:`jaxint8.flax.int8_dense_group` runs several layers on one quantized input.
         """
-        in_features = jnp.shape(inputs)[-1]
+        in_features = check_inputs(inputs, None, self._where())
+        if self.has_variable("params", "kernel"):
+            check_int8_kernel(self.get_variable("params", "kernel"), self.features, in_features,
+                              self._where())
         if self.is_initializing() and not self.has_variable("params", "kernel"):
             w = self.kernel_init(self.make_rng("params"), (in_features, self.features),
                                  self.param_dtype)

@@ -7,7 +7,8 @@ from typing import Any, Callable, Optional
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxint8.flax._common import apply_int8
+from jaxint8.flax._common import (TRANSPOSED_HINT, apply_int8, check_inputs,
+                                  check_threshold)
 from jaxint8.ops import DEFAULT_THRESHOLD
 from jaxint8.weights import Int8Weight, quantize_weight
 
@@ -32,6 +33,10 @@ class Int8Linear(nnx.Module):
     Build it fresh (a random float kernel is drawn with ``kernel_init`` and quantized), from an
     existing layer with :meth:`from_linear`, or from a weight with :meth:`from_weight`.
 
+    ``threshold``: outlier threshold (default 6.0); 0 or None disables the decomposition; a
+    negative or non-finite value raises a ``ValueError``. A scalar input or one whose last axis
+    is not ``in_features`` raises a ``ValueError`` naming both sizes.
+
     Example::
 
         >>> import jax.numpy as jnp
@@ -50,6 +55,7 @@ class Int8Linear(nnx.Module):
                  bias_init: Callable = nnx.initializers.zeros_init(),
                  rngs: Optional[nnx.Rngs] = None,
                  weight: Optional[Int8Weight] = None, bias=None):
+        check_threshold(threshold, f"Int8Linear(threshold={threshold!r})")
         if weight is None:
             if rngs is None:
                 raise ValueError("Int8Linear: pass rngs= to initialise a new layer, or build it "
@@ -58,8 +64,12 @@ class Int8Linear(nnx.Module):
                 kernel_init(rngs.params(), (in_features, out_features), param_dtype))
             bias = bias_init(rngs.params(), (out_features,), param_dtype) if use_bias else None
         elif tuple(weight.qweight.shape) != (out_features, in_features):
-            raise ValueError(f"Int8Linear: weight.qweight must be [{out_features}, {in_features}], "
-                             f"got {list(weight.qweight.shape)}")
+            swapped = (tuple(weight.qweight.shape) == (in_features, out_features)
+                       and in_features != out_features)
+            hint = f": the in/out axes are swapped; {TRANSPOSED_HINT}" if swapped else ""
+            raise ValueError(f"Int8Linear: weight.qweight must be [out_features, in_features] = "
+                             f"[{out_features}, {in_features}], got "
+                             f"{list(weight.qweight.shape)}{hint}")
         self.in_features, self.out_features = in_features, out_features
         self.kernel = QuantizedArray(weight.qweight)
         self.scale = QuantizedArray(weight.scale)
@@ -85,6 +95,7 @@ class Int8Linear(nnx.Module):
                                param_dtype=linear.param_dtype, threshold=threshold)
 
     def __call__(self, inputs):
+        check_inputs(inputs, self.in_features, "Int8Linear", self.out_features)
         bias = _get(self.bias) if self.bias is not None else None
         return apply_int8(inputs, _get(self.kernel), _get(self.scale), bias, dtype=self.dtype,
                           param_dtype=self.param_dtype, threshold=self.threshold)
