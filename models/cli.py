@@ -1,25 +1,33 @@
-"""Command-line tool: ``python -m jaxint8.models.cli {perplexity,outliers,convert,generate} ...``.
+"""Command-line tool: ``jaxint8-models {perplexity,outliers,convert,generate} ...``.
 
 Examples::
 
     # float vs int8 perplexity, side by side
-    python -m jaxint8.models.cli perplexity --model /models/opt-1.3b --text wiki.txt --seq-len 1024
+    jaxint8-models perplexity --model /models/opt-1.3b --text wiki.txt --seq-len 1024
     # the paper's outlier statistics (|x| >= 6 in projection inputs), per layer
-    python -m jaxint8.models.cli outliers --model /models/opt-6.7b --text wiki.txt --json out.json
+    jaxint8-models outliers --model /models/opt-6.7b --text wiki.txt --json out.json
     # quantize once, save int8 + scales + config
-    python -m jaxint8.models.cli convert --model /models/opt-6.7b --out /models/opt-6.7b-int8
-    python -m jaxint8.models.cli generate --model /models/opt-6.7b-int8 --prompt "Hello" --max-new-tokens 20
+    jaxint8-models convert --model /models/opt-6.7b --out /models/opt-6.7b-int8
+    jaxint8-models generate --model /models/opt-6.7b-int8 --prompt "Hello" --max-new-tokens 20
+
+``python -m jaxint8.models.cli`` is the same program (from outside the repository checkout, whose
+``jaxint8/`` folder would shadow the installed package).
 
 ``--model`` is a Hugging Face checkpoint directory or one written by ``convert``. Text is tokenized
 with ``tokenizer.json`` from the model directory (``tokenizers`` package) unless ``--tokenizer``
 says otherwise: ``ids`` (the file holds whitespace-separated token ids), ``bytes`` (UTF-8 bytes,
 vocabulary ≥ 256) or a path to a ``tokenizer.json``. No network access.
+
+Bad arguments (a missing directory or file, a non-positive size, a non-finite threshold) and
+checkpoints that cannot be used end the program with one line on stderr,
+``jaxint8-models: error: ...``, and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -33,7 +41,13 @@ from .loading import load_pretrained
 from .quantized_io import CONFIG_FILE, load_quantized, save_quantized
 from .registry import quantize_model
 
-__all__ = ["main", "run", "build_parser"]
+__all__ = ["main", "run", "build_parser", "UsageError"]
+
+PROG = "jaxint8-models"
+
+
+class UsageError(ValueError):
+    """A command-line argument that cannot be used (the message names it)."""
 
 
 class Tokenizer:
@@ -44,20 +58,27 @@ class Tokenizer:
         if self.kind == "json":
             path = os.path.join(model_dir, "tokenizer.json") if spec == "auto" else spec
             if not os.path.isfile(path):
-                raise SystemExit(
-                    f"error: no tokenizer at {path!r}; pass --tokenizer ids|bytes|PATH/tokenizer.json"
+                raise UsageError(
+                    f"--tokenizer {spec}: no tokenizer file {path}; pass --tokenizer ids, bytes or "
+                    f"PATH/tokenizer.json"
                 )
             try:
                 from tokenizers import Tokenizer as HFTokenizer
             except ImportError:
-                raise SystemExit(
-                    "error: the 'tokenizers' package is needed for tokenizer.json (pip install tokenizers)"
-                )
+                raise UsageError(
+                    f"--tokenizer {spec}: reading {path} needs the 'tokenizers' package "
+                    f'(pip install "jaxint8[models]"), or pass --tokenizer ids|bytes'
+                ) from None
             self._tok = HFTokenizer.from_file(path)
 
     def encode(self, text: str) -> np.ndarray:
         if self.kind == "ids":
-            return np.array([int(t) for t in text.split()], np.int32)
+            try:
+                return np.array([int(t) for t in text.split()], np.int32)
+            except ValueError:
+                raise UsageError(
+                    "--tokenizer ids: the text must be whitespace-separated integer token ids"
+                ) from None
         if self.kind == "bytes":
             return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)
         return np.array(self._tok.encode(text).ids, np.int32)
@@ -84,8 +105,11 @@ def _load(args, int8: bool):
 
 
 def _tokens(args):
-    with open(args.text, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(args.text, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--text {args.text}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     tokens = Tokenizer(args.tokenizer, args.model).encode(text)
     if args.max_tokens:
         tokens = tokens[: args.max_tokens]
@@ -181,68 +205,155 @@ def cmd_generate(args) -> dict:
     return {"prompts": args.prompt, "completions": texts, "tokens": out.tolist()}
 
 
+def _int_at_least(low):
+    def parse(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        return v
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _float_in(low, high=math.inf, *, low_open=False, what=None):
+    def parse(s):
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+        if not math.isfinite(v) or v < low or (low_open and v == low) or v > high:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {s}")
+        return v
+
+    parse.__name__ = what
+    return parse
+
+
+_THRESHOLD = _float_in(0.0, what="a finite number >= 0 (0 disables the outlier decomposition)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jaxint8.models.cli", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="run `jaxint8-models COMMAND --help` for its options")
 
     def common(sp, text=True):
         sp.add_argument(
-            "--model", required=True, help="local HF checkpoint dir or a dir written by 'convert'"
+            "--model", required=True, metavar="DIR",
+            help="local Hugging Face checkpoint directory (config.json + *.safetensors) or a "
+            "directory written by 'convert'",
         )
         if text:
-            sp.add_argument("--text", required=True, help="text file")
-            sp.add_argument("--seq-len", type=int, default=512)
-            sp.add_argument("--batch-size", type=int, default=4)
-            sp.add_argument(
-                "--max-windows", type=int, default=None, help="evaluate at most this many windows"
-            )
-            sp.add_argument("--max-tokens", type=int, default=None)
+            sp.add_argument("--text", required=True, metavar="FILE", help="UTF-8 text file to evaluate on")
+            sp.add_argument("--seq-len", type=_int_at_least(1), default=512,
+                            help="tokens per window (capped at the model's context; default 512)")
+            sp.add_argument("--batch-size", type=_int_at_least(1), default=4,
+                            help="windows per forward pass (default 4)")
+            sp.add_argument("--max-windows", type=_int_at_least(1), default=None,
+                            help="evaluate at most this many windows (default: all)")
+            sp.add_argument("--max-tokens", type=_int_at_least(2), default=None,
+                            help="use only the first N tokens of the text (default: all)")
         sp.add_argument(
-            "--tokenizer", default="auto", help="auto (MODEL/tokenizer.json) | ids | bytes | PATH"
+            "--tokenizer", default="auto", metavar="auto|ids|bytes|PATH",
+            help="auto: DIR/tokenizer.json (needs the 'tokenizers' package); ids: the text is "
+            "whitespace-separated token ids; bytes: UTF-8 bytes; or a path to a tokenizer.json",
         )
-        sp.add_argument("--threshold", type=float, default=6.0, help="LLM.int8() outlier threshold (0: none)")
-        sp.add_argument("--skip", nargs="*", default=["lm_head"], help="projections kept float (fnmatch)")
-        sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-        sp.add_argument("--json", default=None, help="also write the results here")
+        sp.add_argument("--threshold", type=_THRESHOLD, default=6.0,
+                        help="LLM.int8() outlier threshold (default 6; 0: no decomposition)")
+        sp.add_argument("--skip", nargs="*", default=["lm_head"], metavar="PATTERN",
+                        help="projections kept float (fnmatch patterns; default: lm_head)")
+        sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="dtype of the float parameters (default float32)")
+        sp.add_argument("--json", default=None, metavar="FILE", help="also write the results here")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     common(sub.add_parser("perplexity", help="float vs int8 perplexity on a text file"))
     sp = sub.add_parser("outliers", help="outlier feature statistics per layer")
     common(sp)
-    sp.add_argument("--outlier-threshold", type=float, default=OUTLIER_THRESHOLD)
+    sp.add_argument("--outlier-threshold", type=_float_in(0.0, low_open=True, what="a finite number > 0"),
+                    default=OUTLIER_THRESHOLD,
+                    help=f"|x| at which a feature counts as an outlier (default {OUTLIER_THRESHOLD:g})")
     sp.add_argument("--int8", action="store_true", help="analyse the int8 model instead of the float one")
     sp = sub.add_parser("convert", help="quantize a HF checkpoint and save int8 + scales + config")
     common(sp, text=False)
-    sp.add_argument("--out", required=True)
+    sp.add_argument("--out", required=True, metavar="DIR", help="directory to write (created if missing)")
     sp = sub.add_parser("generate", help="generate from prompts")
     common(sp, text=False)
-    sp.add_argument("--prompt", nargs="+", required=True)
-    sp.add_argument("--max-new-tokens", type=int, default=32)
-    sp.add_argument("--temperature", type=float, default=0.0)
-    sp.add_argument("--top-k", type=int, default=0)
-    sp.add_argument("--top-p", type=float, default=1.0)
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--int8", action="store_true")
+    sp.add_argument("--prompt", nargs="+", required=True, help="one or more prompts")
+    sp.add_argument("--max-new-tokens", type=_int_at_least(1), default=32,
+                    help="tokens to generate per prompt (default 32)")
+    sp.add_argument("--temperature", type=_float_in(0.0, what="a finite number >= 0"), default=0.0,
+                    help="sampling temperature (default 0: greedy)")
+    sp.add_argument("--top-k", type=_int_at_least(0), default=0,
+                    help="sample from the k most likely tokens (default 0: all)")
+    sp.add_argument("--top-p", type=_float_in(0.0, 1.0, low_open=True, what="a number in (0, 1]"),
+                    default=1.0, help="nucleus sampling mass (default 1: off)")
+    sp.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    sp.add_argument("--int8", action="store_true",
+                    help="quantize a float checkpoint on load (a converted DIR is int8 already)")
     return p
 
 
+def _check_paths(args) -> None:
+    """Raises :class:`UsageError` for a path argument that cannot work, before any loading."""
+    if not os.path.isdir(args.model):
+        what = "not a directory" if os.path.exists(args.model) else "no such directory"
+        raise UsageError(f"--model {args.model}: {what}")
+    if not any(os.path.isfile(os.path.join(args.model, f)) for f in ("config.json", CONFIG_FILE)):
+        raise UsageError(
+            f"--model {args.model}: no config.json (a Hugging Face checkpoint) or {CONFIG_FILE} "
+            f"(written by 'convert') in it"
+        )
+    text = getattr(args, "text", None)
+    if text is not None and not os.path.isfile(text):
+        what = "not a file" if os.path.exists(text) else "no such file"
+        raise UsageError(f"--text {text}: {what}")
+    out = getattr(args, "out", None)
+    if out is not None and os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    if args.json is not None:
+        parent = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(parent):
+            raise UsageError(f"--json {args.json}: directory {parent} does not exist")
+    if args.command in ("perplexity", "outliers", "generate"):
+        Tokenizer(args.tokenizer, args.model)  # a missing tokenizer fails here, before loading
+
+
 def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
-    result = {
+    """Runs one command (``argv`` as on the command line) and returns its results.
+
+    Bad arguments and unusable checkpoints exit (``SystemExit(2)``) with one line on stderr
+    (``jaxint8-models: error: --model DIR: no such directory``); malformed options also print
+    the usage, as argparse does.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = {
         "perplexity": cmd_perplexity,
         "outliers": cmd_outliers,
         "convert": cmd_convert,
         "generate": cmd_generate,
-    }[args.command](args)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+    }[args.command]
+    try:
+        _check_paths(args)
+        result = command(args)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(result, f, indent=2)
+    except (ValueError, OSError) as e:  # UsageError, ConfigError, CheckpointError are ValueErrors
+        # ValueError: data the command cannot use (token ids outside the vocabulary, a prompt
+        # longer than the context, ...); the message names it.
+        parser.exit(2, f"{parser.prog}: error: {' '.join(str(e).split())}\n")
     return result
 
 
-def run() -> int:
-    """Console-script entry point (``jaxint8-models ...``): exit status 0."""
-    main(sys.argv[1:])
+def run(argv=None) -> int:
+    """Console-script entry point (``jaxint8-models ...``); returns the exit status 0."""
+    main(sys.argv[1:] if argv is None else argv)
     return 0
 
 

@@ -2,6 +2,9 @@
 argument and the fix; the CLIs exit with status 2 and one error line, never a traceback."""
 
 import math
+import os
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -15,6 +18,7 @@ from jaxint8.flax import Int8Dense, Int8Linear, quantize_dense_params
 from data import rng, weight
 
 IN, OUT = 16, 32
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _params(features=OUT, in_features=IN):
@@ -183,3 +187,167 @@ def test_docstring_examples(name):
 
     res = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert res.failed == 0 and res.attempted > 0
+
+
+# --------------------------------------------------------------------------- jaxint8-demo
+def _exit(capsys, fn, argv):
+    with pytest.raises(SystemExit) as info:
+        fn(argv)
+    return info.value.code, capsys.readouterr()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--layers", "0"], "argument --layers: must be >= 1, got 0"),
+    (["--d-model", "100"], "argument --d-model: must be a multiple of 8"),
+    (["--d-model", "4"], "argument --d-model: must be >= 8"),
+    (["--seq", "x"], "argument --seq: expected an integer, got 'x'"),
+    (["--batch", "-1"], "argument --batch: must be >= 1"),
+    (["--reps", "0"], "argument --reps: must be >= 1"),
+])
+def test_demo_bad_options_exit_2(capsys, argv, message):
+    from jaxint8 import demo
+
+    code, out = _exit(capsys, demo.main, argv)
+    assert code == 2
+    assert f"jaxint8-demo: error: {message}" in out.err and "Traceback" not in out.err
+
+
+def test_demo_help_documents_every_option(capsys):
+    from jaxint8 import demo
+
+    code, out = _exit(capsys, demo.main, ["--help"])
+    assert code == 0
+    for action in demo.build_parser()._actions:
+        assert action.help, f"{action.option_strings} has no help text"
+    assert "--d-model" in out.out and "multiple of 8" in out.out
+
+
+def test_demo_run_checks_sizes():
+    from jaxint8.demo import run
+
+    with pytest.raises(ValueError, match="n_layers must be an integer >= 1, got 0"):
+        run(n_layers=0)
+    with pytest.raises(ValueError, match="d_model must be a multiple of the 8 attention heads"):
+        run(d_model=100)
+
+
+def test_demo_docstring_example():
+    import doctest
+
+    from jaxint8 import demo
+
+    res = doctest.testmod(demo, optionflags=doctest.ELLIPSIS)
+    assert res.failed == 0 and res.attempted > 0
+
+
+def test_demo_tiny_run_prints_the_comparison(capsys):
+    from jaxint8.demo import main
+
+    assert main(["--d-model", "32", "--layers", "1", "--batch", "1", "--seq", "8", "--reps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "model: 1 block, d_model 32" in out and "LLM.int8 (threshold 6)" in out
+
+
+# ------------------------------------------------------------------------- jaxint8-models
+@pytest.fixture
+def hf_dir(tmp_path):
+    """A directory that passes the path checks (config.json); nothing is loaded from it."""
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    return d
+
+
+@pytest.mark.parametrize("command", [
+    ["perplexity", "--text", "t.txt", "--tokenizer", "bytes"],
+    ["outliers", "--text", "t.txt", "--tokenizer", "bytes"],
+    ["convert", "--out", "out"],
+    ["generate", "--prompt", "hi", "--tokenizer", "bytes"],
+])
+def test_models_cli_missing_model_dir(capsys, command):
+    from jaxint8.models import cli
+
+    code, out = _exit(capsys, cli.run, [command[0], "--model", "/nonexistent", *command[1:]])
+    assert code == 2
+    assert out.err == "jaxint8-models: error: --model /nonexistent: no such directory\n"
+
+
+def test_models_cli_path_errors(capsys, tmp_path, hf_dir):
+    from jaxint8.models import cli
+
+    text = tmp_path / "t.txt"
+    text.write_text("hello")
+    cases = [
+        (["perplexity", "--model", str(tmp_path), "--text", str(text), "--tokenizer", "bytes"],
+         f"--model {tmp_path}: no config.json"),
+        (["perplexity", "--model", str(text), "--text", str(text)], f"--model {text}: not a directory"),
+        (["perplexity", "--model", str(hf_dir), "--text", "/nonexistent.txt", "--tokenizer", "bytes"],
+         "--text /nonexistent.txt: no such file"),
+        (["outliers", "--model", str(hf_dir), "--text", str(text)],
+         f"--tokenizer auto: no tokenizer file {hf_dir}/tokenizer.json; pass --tokenizer ids, bytes"),
+        (["generate", "--model", str(hf_dir), "--prompt", "a", "--tokenizer", "/no/tokenizer.json"],
+         "--tokenizer /no/tokenizer.json: no tokenizer file"),
+        (["convert", "--model", str(hf_dir), "--out", str(text)], f"--out {text}: exists and is not a directory"),
+        (["convert", "--model", str(hf_dir), "--out", str(tmp_path / "o"), "--json", "/nonexistent/r.json"],
+         "--json /nonexistent/r.json: directory /nonexistent does not exist"),
+        (["convert", "--model", str(hf_dir), "--out", str(tmp_path / "o")],
+         "unsupported model_type None in config.json"),
+    ]
+    for argv, message in cases:
+        code, out = _exit(capsys, cli.main, argv)
+        assert code == 2, argv
+        assert out.err.startswith(f"jaxint8-models: error: {message}"), (argv, out.err)
+        assert out.err.count("\n") == 1, out.err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--seq-len", "0", "argument --seq-len: must be >= 1, got 0"),
+    ("--batch-size", "x", "argument --batch-size: expected an integer, got 'x'"),
+    ("--threshold", "inf", "argument --threshold: must be a finite number >= 0"),
+    ("--threshold", "-1", "argument --threshold: must be a finite number >= 0"),
+    ("--max-windows", "0", "argument --max-windows: must be >= 1"),
+])
+def test_models_cli_bad_numbers(capsys, option, value, message):
+    from jaxint8.models import cli
+
+    code, out = _exit(capsys, cli.main, ["perplexity", "--model", "m", "--text", "t", option, value])
+    assert code == 2 and f"jaxint8-models perplexity: error: {message}" in out.err
+
+
+def test_models_cli_generate_options(capsys):
+    from jaxint8.models import cli
+
+    for option, value, message in [("--top-p", "0", "a number in (0, 1]"),
+                                   ("--temperature", "nan", "a finite number >= 0"),
+                                   ("--max-new-tokens", "0", "must be >= 1")]:
+        code, out = _exit(capsys, cli.main, ["generate", "--model", "m", "--prompt", "a", option, value])
+        assert code == 2 and message in out.err, out.err
+
+
+@pytest.mark.parametrize("argv", [[], ["perplexity"], ["outliers"], ["convert"], ["generate"]])
+def test_models_cli_help(capsys, argv):
+    from jaxint8.models import cli
+
+    code, out = _exit(capsys, cli.main, [*argv, "--help"])
+    assert code == 0 and out.out.startswith("usage: jaxint8-models")
+    parser = cli.build_parser()
+    subparsers = parser._subparsers._group_actions[0].choices
+    for p in (parser, *subparsers.values()):
+        for action in p._actions:
+            assert action.help, f"{p.prog} {action.option_strings} has no help text"
+
+
+@pytest.mark.parametrize("module", ["jaxint8.demo", "jaxint8.models.cli"])
+def test_help_in_a_fresh_process(module):
+    # No GPU needed, and no traceback: what a user sees first.
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
+                          timeout=300, cwd=os.path.dirname(ROOT))
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: jaxint8-"), proc.stderr
+
+
+def test_models_cli_missing_model_in_a_fresh_process(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "jaxint8.models.cli", "perplexity", "--model",
+                           "/nonexistent", "--tokenizer", "bytes", "--text", "t"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == "jaxint8-models: error: --model /nonexistent: no such directory\n"
