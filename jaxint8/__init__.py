@@ -16,12 +16,40 @@ Example::
 Flax layers live in :mod:`jaxint8.flax` (linen ``Int8Dense``, nnx ``Int8Linear``, converters).
 """
 
-from jaxint8 import reference
-from jaxint8._ffi import BUILT_WITH_CUDA
-from jaxint8.kernel_options import KernelOptions, kernel_options
-from jaxint8.ops import (DEFAULT_THRESHOLD, llm_int8_matmul, llm_int8_matmul_group,
+import importlib.util as _importlib_util
+
+
+def _missing_extension() -> ImportError:
+    """The error for a ``jaxint8`` without its compiled extension (one line: ``python -m`` prints
+    only the message of an ``ImportError`` named after the package)."""
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    for entry in sys.path:
+        pkg = os.path.join(os.path.abspath(entry or os.curdir), "jaxint8")
+        if pkg != here and os.path.isdir(pkg) and any(
+                f.startswith("_jaxint8_ffi") for f in os.listdir(pkg)):
+            return ImportError(
+                f"jaxint8 was imported from the source checkout {here}, which has no compiled "
+                f"extension and shadows the installed package {pkg} (the current directory comes "
+                f"first on sys.path); run `jaxint8-demo` / `jaxint8-models`, or `python -P -m ...`, "
+                f"or run from another directory", name=__name__)
+    return ImportError(
+        f"jaxint8's compiled extension (_jaxint8_ffi) is missing from {here}: install the package "
+        f"with `pip install .` (for development: `pip install --no-build-isolation -e .`)",
+        name=__name__)
+
+
+if _importlib_util.find_spec("jaxint8._jaxint8_ffi") is None:
+    raise _missing_extension()
+
+from jaxint8 import reference  # noqa: E402
+from jaxint8._ffi import BUILT_WITH_CUDA  # noqa: E402
+from jaxint8.kernel_options import KernelOptions, kernel_options  # noqa: E402
+from jaxint8.ops import (DEFAULT_THRESHOLD, llm_int8_matmul, llm_int8_matmul_group,  # noqa: E402
                          quantize_activations)
-from jaxint8.weights import Int8Weight, quantize_weight
+from jaxint8.weights import Int8Weight, quantize_weight  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -351,3 +351,18 @@ def test_models_cli_missing_model_in_a_fresh_process(tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr == "jaxint8-models: error: --model /nonexistent: no such directory\n"
+
+
+# ---------------------------------------------------------------- a checkout shadowing the install
+def test_missing_extension_error_is_one_line_that_names_the_fix(tmp_path, monkeypatch):
+    installed = tmp_path / "site-packages" / "jaxint8"
+    installed.mkdir(parents=True)
+    (installed / "_jaxint8_ffi.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "site-packages")])
+    err = jaxint8._missing_extension()
+    # name= the package: `python -m jaxint8.demo` then prints only this message, on one line.
+    assert isinstance(err, ImportError) and err.name == "jaxint8" and "\n" not in str(err)
+    assert f"shadows the installed package {installed}" in str(err)
+    assert "run `jaxint8-demo`" in str(err)
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])
+    assert "install the package with `pip install .`" in str(jaxint8._missing_extension())
