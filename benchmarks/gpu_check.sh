@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-shot GPU check for the jaxint8 CUDA kernels, run on the GPU machine from the repo root:
-# build (unless a built extension is already in jaxint8/), GPU tests (default dispatch, then
-# each GEMM path forced), compute-sanitizer memcheck + racecheck, layer benchmark, model
-# benchmark; a short table is printed last. Logs and JSON go to $OUT (or benchmarks/results/ when OUT is unset).
+# build (unless a built extension is already in jaxint8/), GPU tests (every kernel path, in one
+# process), compute-sanitizer memcheck + racecheck, layer benchmark, model benchmark; a short
+# table is printed last. Logs and JSON go to $OUT (default /tmp/jaxint8-gpu-check).
 #
 #   PHASES="build test sanitize bench"   which phases to run (default; "model" and "profile"
 #                                        are opt-in)
@@ -10,18 +10,15 @@
 #                                        the sm_80 mma.sync kernels compile for it too)
 #   BENCH_ARGS="--tokens 1,16"           extra arguments for benchmarks/layer.py
 #   MODEL_ARGS="--configs 13b"           extra arguments for benchmarks/model.py
-#   TEST_PATHS="default tiled skinny"    GEMM paths the GPU tests run with ("mma" / "dp4a": the
-#                                        skinny path with JAXINT8_DECODE_KERNEL forced; "fusedq":
-#                                        the fused quantization kernel at every prefill size;
-#                                        "tokensplit": the one-token GEMV with 4 K slices;
-#                                        "tokenloads": with 4 and 8 loads per lane)
+#   TEST_K="token"                       pytest -k filter for the GPU tests (default: all; every
+#                                        kernel path is a test parameter, see tests/test_cuda.py)
 #   TIMELINE_ARGS="--tokens 1,128"       arguments for benchmarks/timeline.py (phase "timeline":
 #                                        kernel time vs wall time per call, with XLA's command
 #                                        buffers on (default) and off)
 #   Carried .whl/nvidia_cutlass*.whl is installed first when CUTLASS is missing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-benchmarks/results}
+OUT=${OUT:-/tmp/jaxint8-gpu-check}
 mkdir -p "$OUT"
 PHASES=${PHASES:-"build test sanitize bench"}
 ARCHS=${ARCHS:-90a}
@@ -56,33 +53,12 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 $PY -c "import jaxint8, jax; print('jaxint8 from', jaxint8.__file__, 'cuda', jaxint8.BUILT_WITH_CUDA, jax.devices())" 2>&1 | tail -1
 
 if has test; then
-  for path in ${TEST_PATHS:-default tiled skinny}; do
-    log="$OUT/test-$path.log"
-    if [ "$path" = default ]; then
-      env -u JAXINT8_GEMM_PATH $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -s ${TEST_K:+-k "$TEST_K"} >"$log" 2>&1
-    elif [ "$path" = fusedq ]; then  # the fused quantization kernel for every prefill size
-      JAXINT8_FUSED_QUANT=1000000000000 JAXINT8_TEST_CASES=120 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py \
-        -k "random or model_shapes or fused or chain or nan" >"$log" 2>&1
-    elif [ "$path" = tokensplit ]; then  # the one-token GEMV with 4 K slices and many row groups
-      JAXINT8_GEMV_KSPLIT=4 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "token or nan or group" >"$log" 2>&1
-    elif [ "$path" = tokenloads ]; then  # the one-token GEMV's other load depths (4 and 8 per lane)
-      failed=0
-      for n in 4 8; do
-        JAXINT8_TOKEN_LOADS=$n $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "token or nan or group" || failed=1
-      done >"$log" 2>&1
-      [ $failed = 0 ]
-    elif [ "$path" = mma ] || [ "$path" = dp4a ]; then  # the skinny path with one decode kernel forced
-      JAXINT8_GEMM_PATH=skinny JAXINT8_DECODE_KERNEL=$path JAXINT8_TEST_CASES=120 $PY -m pytest -q -p no:cacheprovider \
-        tests/test_cuda.py -k "random or model_shapes or all_outliers or chain or group or fused" >"$log" 2>&1
-    else
-      JAXINT8_GEMM_PATH=$path JAXINT8_TEST_CASES=120 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py \
-        -k "random or model_shapes or all_outliers or chain" >"$log" 2>&1
-    fi
-    rc=$?
-    summary+=("tests[$path]: $(tail -1 "$log")")
-    [ $rc -ne 0 ] && { status=1; grep -E "^(FAILED|E )" "$log" | head -20; }
-  done
-  [ -f "$OUT/test-default.log" ] && grep -h "rel err" "$OUT/test-default.log" | head -4
+  log="$OUT/test-cuda.log"
+  $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -s ${TEST_K:+-k "$TEST_K"} >"$log" 2>&1
+  rc=$?
+  summary+=("tests (all kernel paths): $(tail -1 "$log")")
+  [ $rc -ne 0 ] && { status=1; grep -E "^(FAILED|E )" "$log" | head -20; }
+  grep -h "rel err" "$log" | head -4
 fi
 
 if has sanitize; then
@@ -99,8 +75,7 @@ fi
 
 if has profile; then  # per-kernel GPU times (ncu), default dispatch and the sm80 tiled path
   for path in default tiled; do
-    env JAXINT8_DEBUG=1 JAXINT8_GEMM_PATH=$([ $path = default ] || echo $path) \
-      ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+    ncu --clock-control none --metrics gpu__time_duration.sum --csv \
       $PY benchmarks/profile_kernels.py ${PROFILE_ARGS:-} >"$OUT/prof-$path.csv" 2>"$OUT/prof-$path.err"
     echo "== per-kernel median us ($path dispatch)"
     $PY benchmarks/profile_kernels.py --summarize "$OUT/prof-$path.csv" > "$OUT/prof-$path.txt"
@@ -117,12 +92,10 @@ fi
 
 if has bench; then
   $PY benchmarks/layer.py --out "$OUT/layer.json" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1 || status=1
-  cp "$OUT"/layer.json "$OUT"/layer.png benchmarks/results/ 2>/dev/null || true
 fi
 
 if has model; then
   $PY benchmarks/model.py --out "$OUT/model.json" ${MODEL_ARGS:-} >"$OUT/model.log" 2>&1 || status=1
-  cp "$OUT"/model.json benchmarks/results/ 2>/dev/null || true
 fi
 
 echo

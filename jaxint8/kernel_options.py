@@ -112,7 +112,7 @@ def _make_state():
         return jax_config.string_or_object_state(
             name="jaxint8_kernel_options", default=None,
             help="jaxint8.KernelOptions used by ops traced in this context (None: automatic).",
-            include_in_trace_context=True)
+            include_in_jit_key=True, include_in_trace_context=True)
     except (ImportError, AttributeError, TypeError):  # pragma: no cover - other JAX versions
         return None
 

@@ -8,14 +8,14 @@ on DESIGN §1 data. Every test is marked ``gpu`` (tests/conftest.py skips them w
 The FFI targets are called directly through ``jax.ffi.ffi_call`` so that these tests exercise the
 handlers' contract (xla_ffi/handlers.h) independently of the primitives; the same jitted function
 runs on the CPU handler when its inputs live on the CPU device and on the CUDA handler when they
-live on the GPU. ``JAXINT8_GEMM_PATH=skinny|tiled|sm90`` in the environment forces one GEMM
-kernel family (benchmarks/gpu_check.sh runs this file once per path).
+live on the GPU. The CUDA handlers also take the kernel options (``jaxint8.KernelOptions``) and
+the sm90 workspace result: tests marked with a ``path`` parameter run once per kernel path
+(``KERNEL_PATHS``) in this one process.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy as np
 import pytest
@@ -33,6 +33,32 @@ ULP = {np.dtype(F32): 1e-6, np.dtype(BF16): 2.0**-8, np.dtype(F16): 2.0**-11}
 
 def _devices():
     return jax.devices("cpu")[0], jax.devices("gpu")[0]
+
+
+KO = jaxint8.KernelOptions if hasattr(jaxint8, "KernelOptions") else None
+# Kernel paths the tests pin (every one must give the CPU handlers' results).
+KERNEL_PATHS = {
+    "default": {},
+    "tiled": dict(gemm="tiled"),            # the sm_80 mma.sync kernel for every aligned GEMM
+    "skinny": dict(gemm="skinny"),          # the decode kernels for every size
+    "mma": dict(gemm="skinny", decode="mma"),
+    "dp4a": dict(gemm="skinny", decode="dp4a"),
+    "fusedq": dict(fused_quant="always"),   # the cooperative quantization at every prefill size
+    "ksplit4": dict(gemv_ksplit=4),         # the GEMVs with 4 K slices per row
+    "loads4": dict(token_loads=4),          # the one-token GEMV's load depths
+    "loads6": dict(token_loads=6),
+}
+
+
+def paths(*names):
+    """``pytest.mark.parametrize("path", ...)`` over the named entries of KERNEL_PATHS."""
+    return pytest.mark.parametrize("path", [KO(**KERNEL_PATHS[n]) for n in names], ids=names)
+
+
+def _gpu_extra(options, m, k, ns):
+    """The CUDA handlers' extra attribute and workspace result for a matmul call."""
+    size = max(jaxint8.primitives.sm90_workspace_bytes(m, n, k, options) for n in ns)
+    return {"options": options.ffi_attributes()}, jax.ShapeDtypeStruct((size,), jnp.uint8)
 
 
 # ------------------------------------------------------------------ raw FFI calls
@@ -55,27 +81,33 @@ def ffi_quantize_rows(x, col_amax, threshold):
                                                            threshold=np.float32(threshold))
 
 
-def ffi_int8_matmul(xq, row_scale, x, idx, count, wq, w_scale, bias, out_dtype):
+def ffi_int8_matmul(xq, row_scale, x, idx, count, wq, w_scale, bias, out_dtype, options=None):
+    """The matmul target; ``options`` (a KernelOptions) for the CUDA handler, None for the CPU's."""
     out = jax.ShapeDtypeStruct(x.shape[:-1] + (wq.shape[0],), out_dtype)
-    return jax.ffi.ffi_call("jaxint8_int8_matmul", out)(xq, row_scale, x, idx, count, wq,
-                                                        w_scale, bias)
+    if options is None:
+        return jax.ffi.ffi_call("jaxint8_int8_matmul", out)(xq, row_scale, x, idx, count, wq,
+                                                            w_scale, bias)
+    attrs, workspace = _gpu_extra(options, x.shape[-2], x.shape[-1], [wq.shape[0]])
+    return jax.ffi.ffi_call("jaxint8_int8_matmul", (out, workspace))(
+        xq, row_scale, x, idx, count, wq, w_scale, bias, **attrs)[0]
 
 
-@functools.partial(jax.jit, static_argnames=("threshold", "out_dtype", "skip_absmax"))
-def pipeline(x, wq, w_scale, bias, *, threshold, out_dtype, skip_absmax=False):
+@functools.partial(jax.jit, static_argnames=("threshold", "out_dtype", "skip_absmax", "options"))
+def pipeline(x, wq, w_scale, bias, *, threshold, out_dtype, skip_absmax=False, options=None):
     if skip_absmax:
         amax = jnp.zeros(x.shape[:-2] + x.shape[-1:], jnp.float32)
     else:
         amax = ffi_column_absmax(x)
     xq, rs, idx, cnt = ffi_quantize_rows(x, amax, threshold)
-    y = ffi_int8_matmul(xq, rs, x, idx, cnt, wq, w_scale, bias, out_dtype)
+    y = ffi_int8_matmul(xq, rs, x, idx, cnt, wq, w_scale, bias, out_dtype, options)
     return amax, xq, rs, idx, cnt, y
 
 
-@functools.partial(jax.jit, static_argnames=("threshold", "out_dtype"))
-def fused(x, wq, w_scale, bias, *, threshold, out_dtype):
-    """The fused target; results reordered as ``pipeline``'s (amax, xq, rs, idx, cnt, y)."""
+@functools.partial(jax.jit, static_argnames=("threshold", "out_dtype", "options"))
+def fused(x, wq, w_scale, bias, *, threshold, out_dtype, options):
+    """The fused CUDA target; results reordered as ``pipeline``'s (amax, xq, rs, idx, cnt, y)."""
     lead, s, h = x.shape[:-2], x.shape[-2], x.shape[-1]
+    attrs, workspace = _gpu_extra(options, s, h, [wq.shape[0]])
     outs = (
         jax.ShapeDtypeStruct(lead + (s, wq.shape[0]), out_dtype),
         jax.ShapeDtypeStruct(lead + (h,), jnp.float32),
@@ -83,17 +115,19 @@ def fused(x, wq, w_scale, bias, *, threshold, out_dtype):
         jax.ShapeDtypeStruct(lead + (s,), jnp.float32),
         jax.ShapeDtypeStruct(lead + (h,), jnp.int32),
         jax.ShapeDtypeStruct(lead, jnp.int32),
+        workspace,
     )
     y, *rest = jax.ffi.ffi_call("jaxint8_llm_int8_matmul", outs)(
-        x, wq, w_scale, bias, threshold=np.float32(threshold))
-    return (*rest, y)
+        x, wq, w_scale, bias, threshold=np.float32(threshold), **attrs)
+    return (*rest[:5], y)
 
 
-def assert_fused_same(x, wq, ws, bias, threshold, out_dtype, chain_gpu, what=""):
+def assert_fused_same(x, wq, ws, bias, threshold, out_dtype, chain_gpu, what="", path=None):
     """The fused target on the GPU == the three-call chain on the GPU, bit for bit."""
     _, gpu = _devices()
     got = [np.asarray(a) for a in fused(*jax.device_put((x, wq, ws, bias), gpu),
-                                        threshold=float(threshold), out_dtype=out_dtype)]
+                                        threshold=float(threshold), out_dtype=out_dtype,
+                                        options=path or KO())]
     first = 0 if threshold > 0 else 1  # threshold 0: the fused call skips the column pass
     if threshold <= 0:
         assert not got[0].any(), what
@@ -110,12 +144,13 @@ def quantize_weight_np(w):
     return np.ascontiguousarray(q.T), cw.astype(np.float32)
 
 
-def run_both(x, wq, ws, bias, threshold, out_dtype, skip_absmax=False):
+def run_both(x, wq, ws, bias, threshold, out_dtype, skip_absmax=False, path=None):
+    """The three-call chain on the CPU handlers and on the CUDA handlers (kernel path ``path``)."""
     cpu, gpu = _devices()
     args = (x, wq, ws, bias)
     kw = dict(threshold=float(threshold), out_dtype=out_dtype, skip_absmax=skip_absmax)
     rc = pipeline(*jax.device_put(args, cpu), **kw)
-    rg = pipeline(*jax.device_put(args, gpu), **kw)
+    rg = pipeline(*jax.device_put(args, gpu), **kw, options=path or KO())
     return [np.asarray(a) for a in rc], [np.asarray(a) for a in rg]
 
 
@@ -182,17 +217,17 @@ def make_case(seed):
                      f"{np.dtype(out_dtype).name} thr={threshold} bias={bias.size > 0}")
 
 
-N_RANDOM = int(os.environ.get("JAXINT8_TEST_CASES", "240"))
-
-
+@paths("default", "tiled", "skinny", "mma", "dp4a", "fusedq")
 @pytest.mark.parametrize("block", range(8))
-def test_cuda_matches_cpu_random(block):
-    for seed in range(block, N_RANDOM, 8):
+def test_cuda_matches_cpu_random(block, path):
+    n_cases = 240 if path == KO() else 120  # the pinned paths on half as many cases
+    for seed in range(block, n_cases, 8):
         c = make_case(seed)
-        rc, rg = run_both(c["x"], c["wq"], c["ws"], c["bias"], c["threshold"], c["out_dtype"])
+        rc, rg = run_both(c["x"], c["wq"], c["ws"], c["bias"], c["threshold"], c["out_dtype"],
+                          path=path)
         assert_same(rc, rg, c["out_dtype"], c["desc"])
         assert_fused_same(c["x"], c["wq"], c["ws"], c["bias"], c["threshold"], c["out_dtype"],
-                          rg, c["desc"])
+                          rg, c["desc"], path)
 
 
 @pytest.mark.parametrize("dtype", [F32, BF16, F16])
@@ -203,7 +238,8 @@ def test_cuda_matches_cpu_random(block):
                                    # many wide rows (more row blocks than SMs), h not a
                                    # multiple of the row pass's 8 x 256 elements per step
                                    (140, 20488, 64), (140, 40968, 40), (140, 65544, 8)])
-def test_cuda_matches_cpu_model_shapes(dtype, s, h, o):
+@paths("default", "tiled", "skinny", "mma", "dp4a", "fusedq")
+def test_cuda_matches_cpu_model_shapes(dtype, s, h, o, path):
     rng = np.random.default_rng(s * 7 + h + o)
     x = rng.standard_normal((s, h)).astype(np.float32)
     cols = rng.choice(h, size=6, replace=False)
@@ -213,9 +249,9 @@ def test_cuda_matches_cpu_model_shapes(dtype, s, h, o):
     bias = rng.standard_normal(o).astype(np.float32)
     for thr in (6.0, 0.0):
         args = (jnp.asarray(x, dtype), jnp.asarray(wq), jnp.asarray(ws), jnp.asarray(bias))
-        rc, rg = run_both(*args, thr, dtype)
+        rc, rg = run_both(*args, thr, dtype, path=path)
         assert_same(rc, rg, dtype, f"s={s} h={h} o={o} thr={thr}")
-        assert_fused_same(*args, thr, dtype, rg, f"s={s} h={h} o={o} thr={thr}")
+        assert_fused_same(*args, thr, dtype, rg, f"s={s} h={h} o={o} thr={thr}", path)
         if thr == 6.0 and s >= 16:  # with one token a planted column can stay under 6
             assert int(rg[4]) == 6
 
@@ -231,13 +267,15 @@ def test_cuda_threshold_zero_skipped_absmax():
     assert int(rg[4]) == 0 and (rg[3] == -1).all()
 
 
-def test_cuda_all_outliers_chunks():
+@paths("default", "tiled", "skinny", "mma", "dp4a")
+def test_cuda_all_outliers_chunks(path):
     """Outlier count = h (every column), more than the epilogue's 32-column chunk."""
     rng = np.random.default_rng(2)
     for s in (5, 150):
         x = jnp.asarray(rng.standard_normal((s, 96)) * 10, F32)
         wq, ws = quantize_weight_np(0.02 * rng.standard_normal((96, 136)))
-        rc, rg = run_both(x, jnp.asarray(wq), jnp.asarray(ws), jnp.zeros((0,), F32), 1e-3, F32)
+        rc, rg = run_both(x, jnp.asarray(wq), jnp.asarray(ws), jnp.zeros((0,), F32), 1e-3, F32,
+                          path=path)
         assert_same(rc, rg, F32, f"all outliers s={s}")
         assert int(rg[4]) == 96
         assert (rg[1] == 0).all()
@@ -248,7 +286,8 @@ def test_cuda_all_outliers_chunks():
 # gemv_token.cu; the 32 MiB weight also puts the chain on the dp4a GEMV).
 @pytest.mark.parametrize("s,dtype,h,o", [(40, F32, 64, 48), (5, BF16, 64, 48), (1, F16, 64, 48),
                                          (1, BF16, 4096, 8192)])
-def test_cuda_nan_and_inf_propagate(s, dtype, h, o):
+@paths("default", "fusedq", "ksplit4", "loads4", "loads6")
+def test_cuda_nan_and_inf_propagate(s, dtype, h, o, path):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((s, h)).astype(np.float32)
     r_nan = min(3, s - 1)
@@ -257,9 +296,10 @@ def test_cuda_nan_and_inf_propagate(s, dtype, h, o):
     wq, ws = quantize_weight_np(0.02 * rng.standard_normal((h, o)))
     for thr in (6.0, 0.0):
         args = (jnp.asarray(x, dtype), jnp.asarray(wq), jnp.asarray(ws), jnp.zeros((0,), F32))
-        rc, rg = run_both(*args, thr, F32)
+        rc, rg = run_both(*args, thr, F32, path=path)
         _, gpu = _devices()
-        rf = [np.asarray(a) for a in fused(*jax.device_put(args, gpu), threshold=thr, out_dtype=F32)]
+        rf = [np.asarray(a) for a in fused(*jax.device_put(args, gpu), threshold=thr, out_dtype=F32,
+                                           options=path)]
         for got in (rg, rf):
             # NaN payloads may differ: compare masks for the float parts, exact for the rest.
             first = 0 if thr > 0 or got is rg else 1  # fused, threshold 0: col_amax is zeros
@@ -313,9 +353,10 @@ def test_cuda_public_op_matches_cpu():
     np.testing.assert_allclose(yg, yc, rtol=2.0**-8, atol=1e-3 * np.abs(yc).max())
 
 
+@paths("default", "tiled", "skinny", "mma", "dp4a", "fusedq")
 @pytest.mark.parametrize("target", ["chain", "fused"])
 @pytest.mark.parametrize("s", [3, 64])
-def test_cuda_chain_in_one_program(s, target):
+def test_cuda_chain_in_one_program(s, target, path):
     """Several layers in one jitted program: long enough for XLA to record the (command-buffer
     compatible) handlers into CUDA graphs; results must still equal the CPU handlers'. "fused" at 3
     tokens records the decode kernels chained by programmatic dependent launch."""
@@ -329,26 +370,26 @@ def test_cuda_chain_in_one_program(s, target):
         wq, sc = quantize_weight_np(0.05 * rng.standard_normal((h, h)))
         ws.append((jnp.asarray(wq), jnp.asarray(sc)))
 
-    @jax.jit
-    def net(x, ws):
+    @functools.partial(jax.jit, static_argnums=2)
+    def net(x, ws, options):
         outs = []
         for wq, sc in ws:
-            y = op(x, wq, sc, jnp.zeros((0,), F32), threshold=6.0, out_dtype=F32)[5]
+            y = op(x, wq, sc, jnp.zeros((0,), F32), threshold=6.0, out_dtype=F32, options=options)[5]
             outs.append(y)
             x = (jnp.tanh(y) * 8.0).astype(x.dtype)
         return outs
 
     cpu, gpu = _devices()
     x = jnp.asarray(x, F32 if target == "chain" else BF16)
-    yc = net(*jax.device_put((x, ws), cpu))
-    yg = net(*jax.device_put((x, ws), gpu))
+    yc = net(*jax.device_put((x, ws), cpu), None if op is pipeline else path)
+    yg = net(*jax.device_put((x, ws), gpu), path)
     for a, b in zip(yc, yg):
         # Layer outputs feed the next layer's quantization, so a last-bit difference (the sm90
         # epilogue's summation order) can move later layers by more than one ulp.
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
 
 
-def check_fused_case(lead, s, h, o, n_out, dtype, thresholds=(6.0, 0.0)):
+def check_fused_case(lead, s, h, o, n_out, dtype, thresholds=(6.0, 0.0), path=None):
     """The fused target == the three-call chain (every output, bit for bit) == the CPU handlers,
     with n_out planted outlier columns whose every element has |x| >= 20."""
     rng = np.random.default_rng(s * 131 + h + o + n_out)
@@ -362,9 +403,9 @@ def check_fused_case(lead, s, h, o, n_out, dtype, thresholds=(6.0, 0.0)):
     for thr in thresholds:
         args = (jnp.asarray(x, dtype), jnp.asarray(wq), jnp.asarray(ws), jnp.asarray(bias))
         what = f"lead={lead} s={s} h={h} o={o} outliers={n_out} thr={thr}"
-        rc, rg = run_both(*args, thr, dtype)
+        rc, rg = run_both(*args, thr, dtype, path=path)
         assert_same(rc, rg, dtype, what)
-        assert_fused_same(*args, thr, dtype, rg, what)
+        assert_fused_same(*args, thr, dtype, rg, what, path)
         if thr == 6.0 or thr <= 0:  # planted columns have |x| >= 20, the others rarely reach 6
             assert (rg[4] == (n_out if thr > 0 else 0)).all(), what
 
@@ -373,8 +414,7 @@ def check_fused_case(lead, s, h, o, n_out, dtype, thresholds=(6.0, 0.0)):
 # intermediate ones included, equals the three-call chain's bit for bit, over outlier counts
 # 0 .. all (more than the epilogue's 32-column chunk), leading batch dims, one to eight tokens and
 # rows up to 32768 wide (and one two-token-group case); one token with aligned rows runs the
-# one-kernel token GEMV (gemv_token.cu). (These cases also covered the single-kernel
-# decode and the one-kernel token quantization experiments, see docs/kernels.md.)
+# one-kernel token GEMV (gemv_token.cu).
 @pytest.mark.parametrize("lead,s,h,o,n_out,dtype", [
     ((), 1, 4096, 520, 6, BF16), ((), 1, 20480, 96, 40, BF16), ((), 1, 32768, 33, 6, F16),
     ((), 2, 16384, 64, 0, F32), ((), 3, 1024, 77, 1024, F32), ((), 4, 8192, 130, 70, F16),
@@ -383,16 +423,16 @@ def check_fused_case(lead, s, h, o, n_out, dtype, thresholds=(6.0, 0.0)):
     # one token per batch element: several batch elements, f32, an odd row width (scalar loads),
     # more batch elements than half the SMs (256-thread row blocks)
     ((3,), 1, 1000, 40, 5, F32), ((2,), 1, 999, 24, 4, BF16), ((70,), 1, 256, 16, 2, F16)])
-def test_cuda_fused_decode_sizes(lead, s, h, o, n_out, dtype):
-    check_fused_case(lead, s, h, o, n_out, dtype)
+@paths("default", "mma", "dp4a")
+def test_cuda_fused_decode_sizes(lead, s, h, o, n_out, dtype, path):
+    check_fused_case(lead, s, h, o, n_out, dtype, path=path)
 
 
 # The fused targets at one token (decode at batch 1; aligned rows) run quantization and GEMV as one
 # persistent kernel (xla_ffi/cuda/gemv_token.cu); these cases are large enough for the three-call
 # chain to end in the dp4a GEMV (>= 32 MiB of weights). Every output equals the chain's bit for bit: outlier counts 0, 6, 40, more than the kernel's
 # 128-entry list (it then walks its bitmap) and every column; 1, 2 and 4 K slices per row, several
-# row groups per block (with JAXINT8_GEMV_KSPLIT=4 also with slices: benchmarks/gpu_check.sh,
-# TEST_PATHS=tokensplit); f32 / bf16 / f16.
+# row groups per block (path ksplit4: also with slices); both load depths; f32 / bf16 / f16.
 @pytest.mark.parametrize("h,o,n_out,dtype,thresholds", [
     (4096, 8192, 6, BF16, (6.0, 0.0)),    # 1 slice, 2 row groups per block
     (20480, 5120, 6, BF16, (6.0,)),       # OPT-13B fc2: 1 slice, 2 row groups per block
@@ -401,8 +441,9 @@ def test_cuda_fused_decode_sizes(lead, s, h, o, n_out, dtype):
     (5120, 6560, 200, F32, (6.0,)),       # more outliers than the list holds
     (4112, 3000, 40, BF16, (6.0, 0.0)),   # k % 512 == 16: a partial last load
     (2048, 16384, 0, BF16, (1e-3,))])     # (almost) every column an outlier
-def test_cuda_token_gemv(h, o, n_out, dtype, thresholds):
-    check_fused_case((), 1, h, o, n_out, dtype, thresholds)
+@paths("default", "dp4a", "mma", "ksplit4", "loads4", "loads6")
+def test_cuda_token_gemv(h, o, n_out, dtype, thresholds, path):
+    check_fused_case((), 1, h, o, n_out, dtype, thresholds, path=path)
 
 
 # The fused target at prefill sizes (17+ tokens, one batch element, rows a multiple of 8 and at
@@ -410,15 +451,16 @@ def test_cuda_token_gemv(h, o, n_out, dtype, thresholds):
 # also stages the sm90 GEMM's outlier operands. Counts 0, 6, more than the staged 128 columns, and
 # all; rows from 8 columns (one narrow strip) to 8192; more rows than the kernel has blocks; a
 # leading batch dim, wider rows and the larger cases take the chain instead (the larger ones run
-# the kernel when JAXINT8_FUSED_QUANT raises the limit: benchmarks/gpu_check.sh, TEST_PATHS=fusedq).
+# the kernel on path fusedq).
 @pytest.mark.parametrize("lead,s,h,o,n_out,dtype", [
     ((), 17, 4096, 256, 6, BF16), ((), 128, 4096, 1024, 6, BF16), ((), 128, 16384, 512, 6, F16),
     ((), 512, 5120, 264, 6, F32), ((), 300, 1024, 136, 0, BF16), ((), 64, 2048, 128, 200, BF16),
     ((), 33, 8, 16, 8, F32), ((), 40, 24, 40, 3, F16), ((), 100, 49152, 64, 6, BF16),
     ((), 100, 12288, 64, 6, BF16), ((), 128, 8192, 264, 40, F16),
     ((), 500, 256, 24, 256, BF16), ((2,), 64, 1024, 64, 6, BF16)])
-def test_cuda_fused_prefill_sizes(lead, s, h, o, n_out, dtype):
-    check_fused_case(lead, s, h, o, n_out, dtype)
+@paths("default", "fusedq", "tiled", "mma", "dp4a")
+def test_cuda_fused_prefill_sizes(lead, s, h, o, n_out, dtype, path):
+    check_fused_case(lead, s, h, o, n_out, dtype, path=path)
 
 
 # The grouped target (q/k/v on one quantized x): on the GPU its outputs equal one fused call per
@@ -431,7 +473,8 @@ def test_cuda_fused_prefill_sizes(lead, s, h, o, n_out, dtype):
     ((), 16, 2048, (512, 256, 256), 6, BF16), ((), 9, 1000, (64, 48), 3, F32),
     ((2, 3), 2, 512, (40, 24, 24, 8), 3, BF16), ((), 3, 100, (33, 17), 2, F32),
     ((), 64, 1024, (256, 128, 128), 6, BF16), ((), 300, 512, (136, 64), 6, F16)])
-def test_cuda_group_equals_fused_per_weight(lead, s, h, outs, n_out, dtype):
+@paths("default", "mma", "dp4a", "ksplit4", "loads4", "loads6")
+def test_cuda_group_equals_fused_per_weight(lead, s, h, outs, n_out, dtype, path):
     rng = np.random.default_rng(s * 7 + h + len(outs))
     x = rng.standard_normal(lead + (s, h)).astype(np.float32)
     cols = rng.choice(h, size=n_out, replace=False)
@@ -442,8 +485,10 @@ def test_cuda_group_equals_fused_per_weight(lead, s, h, outs, n_out, dtype):
     cpu, gpu = _devices()
     x = jnp.asarray(x, dtype)
     for thr in (6.0, 0.0):
-        group = jax.jit(lambda x, ws, bs: jaxint8.llm_int8_matmul_group(x, ws, bs, threshold=thr))
-        single = jax.jit(lambda x, w, b: jaxint8.llm_int8_matmul(x, w, b, threshold=thr))
+        group = jax.jit(lambda x, ws, bs: jaxint8.llm_int8_matmul_group(x, ws, bs, threshold=thr,
+                                                                         options=path))
+        single = jax.jit(lambda x, w, b: jaxint8.llm_int8_matmul(x, w, b, threshold=thr,
+                                                                 options=path))
         yg = group(*jax.device_put((x, ws, bs), gpu))
         yc = group(*jax.device_put((x, ws, bs), cpu))
         for i, (w, b) in enumerate(zip(ws, bs)):

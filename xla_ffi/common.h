@@ -67,20 +67,20 @@ JAXINT8_HD int8_t quantize_value(float x, float multiplier) {
 }
 
 // Dequantization of one int32 accumulator.
-JAXINT8_HD float dequantize_acc(int32_t acc, float row_scale, float col_scale) {
-  return static_cast<float>(acc) * (row_scale * col_scale * kInvQuantRangeSq);
+JAXINT8_HD float dequantize_acc(int32_t acc, float row_scale, float scale) {
+  return static_cast<float>(acc) * (row_scale * scale * kInvQuantRangeSq);
 }
 
 // Dequantized int8 weight element, W_deq = Wq * cw / 127.
-JAXINT8_HD float dequantize_weight(int8_t q, float col_scale) {
-  return static_cast<float>(q) * (col_scale / kQuantRange);
+JAXINT8_HD float dequantize_weight(int8_t q, float scale) {
+  return static_cast<float>(q) * (scale / kQuantRange);
 }
 
 // ------------------------------------------------------------------ host-side helpers
 
-// Leading ("batch") dims of a rank >= 2 activation flattened: [nb, s, h].
+// Leading ("batch") dims of a rank >= 2 activation flattened: [nb, m, k] (tokens, in features).
 struct ActivationShape {
-  int64_t nb = 1, s = 0, h = 0;
+  int64_t nb = 1, m = 0, k = 0;
 };
 
 inline ffi::Error activation_shape(const ffi::AnyBuffer& x, const char* name,
@@ -88,8 +88,8 @@ inline ffi::Error activation_shape(const ffi::AnyBuffer& x, const char* name,
   auto dims = x.dimensions();
   if (dims.size() < 2)
     return ffi::Error::InvalidArgument(std::string(name) + " must have rank >= 2");
-  out->s = dims[dims.size() - 2];
-  out->h = dims[dims.size() - 1];
+  out->m = dims[dims.size() - 2];
+  out->k = dims[dims.size() - 1];
   out->nb = 1;
   for (size_t i = 0; i + 2 < dims.size(); ++i) out->nb *= dims[i];
   return ffi::Error::Success();
@@ -132,7 +132,7 @@ inline ffi::Error check_column_absmax(const ffi::AnyBuffer& x, const ffi::AnyBuf
   JAXINT8_RETURN_IF_ERROR(activation_shape(x, "x", sh));
   JAXINT8_RETURN_IF_ERROR(require_float(x, "x"));
   JAXINT8_RETURN_IF_ERROR(require_type(col_amax, ffi::DataType::F32, "col_amax", "float32"));
-  return check_count(col_amax, sh->nb * sh->h, "col_amax (x.shape[:-2] + x.shape[-1:])");
+  return check_count(col_amax, sh->nb * sh->k, "col_amax (x.shape[:-2] + x.shape[-1:])");
 }
 
 inline ffi::Error check_quantize_rows(const ffi::AnyBuffer& x, const ffi::AnyBuffer& col_amax,
@@ -144,44 +144,55 @@ inline ffi::Error check_quantize_rows(const ffi::AnyBuffer& x, const ffi::AnyBuf
   JAXINT8_RETURN_IF_ERROR(require_type(row_scale, ffi::DataType::F32, "row_scale", "float32"));
   JAXINT8_RETURN_IF_ERROR(require_type(idx, ffi::DataType::S32, "outlier_idx", "int32"));
   JAXINT8_RETURN_IF_ERROR(require_type(count, ffi::DataType::S32, "outlier_count", "int32"));
-  JAXINT8_RETURN_IF_ERROR(check_count(xq, sh->nb * sh->s * sh->h, "xq"));
-  JAXINT8_RETURN_IF_ERROR(check_count(row_scale, sh->nb * sh->s, "row_scale"));
-  JAXINT8_RETURN_IF_ERROR(check_count(idx, sh->nb * sh->h, "outlier_idx"));
+  JAXINT8_RETURN_IF_ERROR(check_count(xq, sh->nb * sh->m * sh->k, "xq"));
+  JAXINT8_RETURN_IF_ERROR(check_count(row_scale, sh->nb * sh->m, "row_scale"));
+  JAXINT8_RETURN_IF_ERROR(check_count(idx, sh->nb * sh->k, "outlier_idx"));
   return check_count(count, sh->nb, "outlier_count");
 }
 
 // On success *o is out_features.
 inline ffi::Error check_int8_matmul(const ffi::AnyBuffer& xq, const ffi::AnyBuffer& row_scale,
                                     const ffi::AnyBuffer& x, const ffi::AnyBuffer& idx,
-                                    const ffi::AnyBuffer& count, const ffi::AnyBuffer& wq,
-                                    const ffi::AnyBuffer& w_scale, const ffi::AnyBuffer& bias,
-                                    const ffi::AnyBuffer& y, ActivationShape* sh, int64_t* o) {
+                                    const ffi::AnyBuffer& count, const ffi::AnyBuffer& qweight,
+                                    const ffi::AnyBuffer& scale, const ffi::AnyBuffer& bias,
+                                    const ffi::AnyBuffer& y, ActivationShape* sh, int64_t* n) {
   JAXINT8_RETURN_IF_ERROR(activation_shape(xq, "xq", sh));
   JAXINT8_RETURN_IF_ERROR(require_type(xq, ffi::DataType::S8, "xq", "int8"));
-  JAXINT8_RETURN_IF_ERROR(require_type(wq, ffi::DataType::S8, "wq", "int8"));
+  JAXINT8_RETURN_IF_ERROR(require_type(qweight, ffi::DataType::S8, "qweight", "int8"));
   JAXINT8_RETURN_IF_ERROR(require_float(x, "x"));
   JAXINT8_RETURN_IF_ERROR(require_float(y, "y"));
   JAXINT8_RETURN_IF_ERROR(require_type(row_scale, ffi::DataType::F32, "row_scale", "float32"));
-  JAXINT8_RETURN_IF_ERROR(require_type(w_scale, ffi::DataType::F32, "w_scale", "float32"));
+  JAXINT8_RETURN_IF_ERROR(require_type(scale, ffi::DataType::F32, "scale", "float32"));
   JAXINT8_RETURN_IF_ERROR(require_type(bias, ffi::DataType::F32, "bias", "float32"));
   JAXINT8_RETURN_IF_ERROR(require_type(idx, ffi::DataType::S32, "outlier_idx", "int32"));
   JAXINT8_RETURN_IF_ERROR(require_type(count, ffi::DataType::S32, "outlier_count", "int32"));
-  auto wd = wq.dimensions();
-  if (wd.size() != 2 || wd[1] != sh->h)
-    return ffi::Error::InvalidArgument("wq must have shape [out_features, " +
-                                       std::to_string(sh->h) + "]");
-  *o = wd[0];
-  JAXINT8_RETURN_IF_ERROR(check_count(w_scale, *o, "w_scale ([out_features])"));
+  auto wd = qweight.dimensions();
+  if (wd.size() != 2 || wd[1] != sh->k)
+    return ffi::Error::InvalidArgument("qweight must have shape [out_features, " +
+                                       std::to_string(sh->k) + "]");
+  *n = wd[0];
+  JAXINT8_RETURN_IF_ERROR(check_count(scale, *n, "scale ([out_features])"));
   if (bias.element_count() != 0)
-    JAXINT8_RETURN_IF_ERROR(check_count(bias, *o, "bias ([out_features] or [0])"));
+    JAXINT8_RETURN_IF_ERROR(check_count(bias, *n, "bias ([out_features] or [0])"));
   JAXINT8_RETURN_IF_ERROR(check_count(x, xq.element_count(), "x (the shape of xq)"));
-  JAXINT8_RETURN_IF_ERROR(check_count(row_scale, sh->nb * sh->s, "row_scale"));
-  JAXINT8_RETURN_IF_ERROR(check_count(idx, sh->nb * sh->h, "outlier_idx"));
+  JAXINT8_RETURN_IF_ERROR(check_count(row_scale, sh->nb * sh->m, "row_scale"));
+  JAXINT8_RETURN_IF_ERROR(check_count(idx, sh->nb * sh->k, "outlier_idx"));
   JAXINT8_RETURN_IF_ERROR(check_count(count, sh->nb, "outlier_count"));
-  return check_count(y, sh->nb * sh->s * *o, "y");
+  return check_count(y, sh->nb * sh->m * *n, "y");
 }
 
-// FFI argument lists after the platform contexts: Bind().Ctx<...>() is passed in.
+// FFI argument lists after the platform contexts: Bind().Ctx<...>() is passed in. The CUDA
+// matmul targets have one more result after their fixed ones, the Hopper GEMM's workspace
+// (kWorkspace): bind_last_result binds a target's last fixed result, then the workspace.
+template <bool kWorkspace, typename B>
+auto bind_last_result(B b) {
+  if constexpr (kWorkspace) {
+    return std::move(b).template Ret<ffi::AnyBuffer>().template Ret<ffi::AnyBuffer>();  // ..., u8 workspace
+  } else {
+    return std::move(b).template Ret<ffi::AnyBuffer>();
+  }
+}
+
 template <typename B>
 auto bind_column_absmax(B b) {
   return std::move(b).template Arg<ffi::AnyBuffer>().template Ret<ffi::AnyBuffer>();
@@ -198,66 +209,63 @@ auto bind_quantize_rows(B b) {
       .template Attr<float>("threshold");
 }
 
-template <typename B>
+template <bool kWorkspace = false, typename B>
 auto bind_int8_matmul(B b) {
-  return std::move(b).template Arg<ffi::AnyBuffer>()   // xq
+  return bind_last_result<kWorkspace>(std::move(b).template Arg<ffi::AnyBuffer>()   // xq
       .template Arg<ffi::AnyBuffer>()       // row_scale
       .template Arg<ffi::AnyBuffer>()       // x
       .template Arg<ffi::AnyBuffer>()       // outlier_idx
       .template Arg<ffi::AnyBuffer>()       // outlier_count
-      .template Arg<ffi::AnyBuffer>()       // wq
-      .template Arg<ffi::AnyBuffer>()       // w_scale
-      .template Arg<ffi::AnyBuffer>()       // bias
-      .template Ret<ffi::AnyBuffer>();      // y
+      .template Arg<ffi::AnyBuffer>()       // qweight
+      .template Arg<ffi::AnyBuffer>()       // scale
+      .template Arg<ffi::AnyBuffer>());     // bias; then y
 }
 
 // The fused target (jaxint8_llm_int8_matmul): the three above in one custom call. The
 // intermediate buffers are results so that XLA allocates them; callers drop them.
-template <typename B>
+template <bool kWorkspace = false, typename B>
 auto bind_llm_int8_matmul(B b) {
-  return std::move(b).template Arg<ffi::AnyBuffer>()   // x
-      .template Arg<ffi::AnyBuffer>()       // wq
-      .template Arg<ffi::AnyBuffer>()       // w_scale
+  return bind_last_result<kWorkspace>(std::move(b).template Arg<ffi::AnyBuffer>()   // x
+      .template Arg<ffi::AnyBuffer>()       // qweight
+      .template Arg<ffi::AnyBuffer>()       // scale
       .template Arg<ffi::AnyBuffer>()       // bias
       .template Ret<ffi::AnyBuffer>()       // y
       .template Ret<ffi::AnyBuffer>()       // col_amax
       .template Ret<ffi::AnyBuffer>()       // xq
       .template Ret<ffi::AnyBuffer>()       // row_scale
-      .template Ret<ffi::AnyBuffer>()       // outlier_idx
-      .template Ret<ffi::AnyBuffer>()       // outlier_count
+      .template Ret<ffi::AnyBuffer>())      // outlier_idx; then outlier_count
       .template Attr<float>("threshold");
 }
 
 // The grouped target (jaxint8_llm_int8_matmul_group): one quantization of x shared by several
 // weights, one GEMM each. The intermediates come first (fixed results), then one y per weight;
-// the remaining arguments are (wq, w_scale, bias) per weight.
+// the remaining arguments are (qweight, scale, bias) per weight.
 inline constexpr size_t kMaxGroupWeights = 8;
 
-template <typename B>
+template <bool kWorkspace = false, typename B>
 auto bind_llm_int8_matmul_group(B b) {
-  return std::move(b).template Arg<ffi::AnyBuffer>()   // x
+  return bind_last_result<kWorkspace>(std::move(b).template Arg<ffi::AnyBuffer>()   // x
       .template Ret<ffi::AnyBuffer>()       // col_amax
       .template Ret<ffi::AnyBuffer>()       // xq
       .template Ret<ffi::AnyBuffer>()       // row_scale
-      .template Ret<ffi::AnyBuffer>()       // outlier_idx
-      .template Ret<ffi::AnyBuffer>()       // outlier_count
-      .RemainingArgs()                      // (wq, w_scale, bias) per weight
+      .template Ret<ffi::AnyBuffer>())      // outlier_idx; then outlier_count
+      .RemainingArgs()                      // (qweight, scale, bias) per weight
       .RemainingRets()                      // y per weight
       .template Attr<float>("threshold");
 }
 
 // One weight of a grouped call, decoded from the remaining arguments / results.
 struct GroupWeight {
-  ffi::AnyBuffer wq, w_scale, bias;
+  ffi::AnyBuffer qweight, scale, bias;
   ffi::Result<ffi::AnyBuffer> y;
 };
 
-// Number of weights of a grouped call; an error unless the arguments are (wq, w_scale, bias)
+// Number of weights of a grouped call; an error unless the arguments are (qweight, scale, bias)
 // triples with one result each, 1 to kMaxGroupWeights of them.
 inline ffi::Error group_size(const ffi::RemainingArgs& w, const ffi::RemainingRets& y, size_t* g) {
   if (w.size() % 3 != 0 || w.size() / 3 != y.size() || y.size() == 0 || y.size() > kMaxGroupWeights)
     return ffi::Error::InvalidArgument(
-        "jaxint8_llm_int8_matmul_group expects (wq, w_scale, bias) per weight and one result per "
+        "jaxint8_llm_int8_matmul_group expects (qweight, scale, bias) per weight and one result per "
         "weight, 1 to " + std::to_string(kMaxGroupWeights) + " weights; got " +
         std::to_string(w.size()) + " weight operands and " + std::to_string(y.size()) + " results");
   *g = y.size();
@@ -266,15 +274,15 @@ inline ffi::Error group_size(const ffi::RemainingArgs& w, const ffi::RemainingRe
 
 inline ffi::ErrorOr<GroupWeight> group_weight(const ffi::RemainingArgs& w,
                                               const ffi::RemainingRets& y, size_t i) {
-  auto wq = w.get<ffi::AnyBuffer>(3 * i);
+  auto qweight = w.get<ffi::AnyBuffer>(3 * i);
   auto ws = w.get<ffi::AnyBuffer>(3 * i + 1);
   auto bias = w.get<ffi::AnyBuffer>(3 * i + 2);
   auto yi = y.get<ffi::AnyBuffer>(i);
-  if (wq.has_error()) return ffi::Unexpected(wq.error());
+  if (qweight.has_error()) return ffi::Unexpected(qweight.error());
   if (ws.has_error()) return ffi::Unexpected(ws.error());
   if (bias.has_error()) return ffi::Unexpected(bias.error());
   if (yi.has_error()) return ffi::Unexpected(yi.error());
-  return GroupWeight{*wq, *ws, *bias, *yi};
+  return GroupWeight{*qweight, *ws, *bias, *yi};
 }
 
 // All weights of a grouped call, decoded (and counted) before any work is done.

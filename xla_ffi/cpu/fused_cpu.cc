@@ -28,15 +28,15 @@ ffi::Error QuantizeActivations(ffi::ThreadPool pool, ffi::AnyBuffer x,
   return QuantizeRows(pool, x, *col_amax, xq, row_scale, outlier_idx, outlier_count, threshold);
 }
 
-ffi::Error LlmInt8Matmul(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer wq,
-                         ffi::AnyBuffer w_scale, ffi::AnyBuffer bias,
+ffi::Error LlmInt8Matmul(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer qweight,
+                         ffi::AnyBuffer scale, ffi::AnyBuffer bias,
                          ffi::Result<ffi::AnyBuffer> y, ffi::Result<ffi::AnyBuffer> col_amax,
                          ffi::Result<ffi::AnyBuffer> xq, ffi::Result<ffi::AnyBuffer> row_scale,
                          ffi::Result<ffi::AnyBuffer> outlier_idx,
                          ffi::Result<ffi::AnyBuffer> outlier_count, float threshold) {
   JAXINT8_RETURN_IF_ERROR(QuantizeActivations(pool, x, col_amax, xq, row_scale, outlier_idx,
                                               outlier_count, threshold));
-  return Int8Matmul(pool, *xq, *row_scale, x, *outlier_idx, *outlier_count, wq, w_scale, bias, y);
+  return Int8Matmul(pool, *xq, *row_scale, x, *outlier_idx, *outlier_count, qweight, scale, bias, y);
 }
 
 ffi::Error LlmInt8MatmulGroup(ffi::ThreadPool pool, ffi::AnyBuffer x,
@@ -52,7 +52,7 @@ ffi::Error LlmInt8MatmulGroup(ffi::ThreadPool pool, ffi::AnyBuffer x,
                                               outlier_count, threshold));
   for (size_t g = 0; g < groups; ++g) {
     JAXINT8_RETURN_IF_ERROR(Int8Matmul(pool, *xq, *row_scale, x, *outlier_idx, *outlier_count,
-                                       w[g]->wq, w[g]->w_scale, w[g]->bias, w[g]->y));
+                                       w[g]->qweight, w[g]->scale, w[g]->bias, w[g]->y));
   }
   return ffi::Error::Success();
 }

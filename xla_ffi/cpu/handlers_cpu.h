@@ -16,7 +16,7 @@ ffi::Error QuantizeRows(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer c
 
 ffi::Error Int8Matmul(ffi::ThreadPool pool, ffi::AnyBuffer xq, ffi::AnyBuffer row_scale,
                       ffi::AnyBuffer x, ffi::AnyBuffer outlier_idx, ffi::AnyBuffer outlier_count,
-                      ffi::AnyBuffer wq, ffi::AnyBuffer w_scale, ffi::AnyBuffer bias,
+                      ffi::AnyBuffer qweight, ffi::AnyBuffer scale, ffi::AnyBuffer bias,
                       ffi::Result<ffi::AnyBuffer> y);
 
 }  // namespace jaxint8::cpu

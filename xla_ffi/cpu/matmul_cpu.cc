@@ -82,8 +82,8 @@ struct MatmulArgs {
   const ffi::AnyBuffer* x;
   const int32_t* idx;
   const int32_t* count;
-  const int8_t* wq;
-  const float* w_scale;
+  const int8_t* qweight;
+  const float* scale;
   const float* bias;  // nullptr: no bias
   ffi::AnyBuffer* y;
 };
@@ -91,12 +91,12 @@ struct MatmulArgs {
 // Output columns [j0, j1) of batch b for all rows.
 void matmul_block(const MatmulArgs& a, int64_t b, int64_t j0, int64_t j1,
                   const std::vector<float>& x_out, int32_t n_out) {
-  const int64_t s = a.sh.s, h = a.sh.h, o = a.o, w = j1 - j0;
+  const int64_t s = a.sh.m, h = a.sh.k, o = a.o, w = j1 - j0;
   const int32_t* idx = a.idx + b * h;
   std::vector<float> w_out(static_cast<size_t>(n_out) * w);  // W_deq[O, j0:j1]
   for (int64_t j = 0; j < w; ++j)
     for (int32_t t = 0; t < n_out; ++t)
-      w_out[t * w + j] = dequantize_weight(a.wq[(j0 + j) * h + idx[t]], a.w_scale[j0 + j]);
+      w_out[t * w + j] = dequantize_weight(a.qweight[(j0 + j) * h + idx[t]], a.scale[j0 + j]);
   // Int8 accumulators for the whole block, computed in 2 x 4 tiles; ragged edges reuse the
   // tile with duplicated rows/columns (their extra results are discarded).
   std::vector<int32_t> acc(static_cast<size_t>(s) * w);
@@ -107,7 +107,7 @@ void matmul_block(const MatmulArgs& a, int64_t b, int64_t j0, int64_t j1,
     xr[0] = a.xq + (b * s + i) * h;
     xr[1] = a.xq + (b * s + std::min(i + 1, s - 1)) * h;
     for (int64_t j = 0; j < w; j += 4) {
-      for (int c = 0; c < 4; ++c) wr[c] = a.wq + (j0 + std::min(j + c, w - 1)) * h;
+      for (int c = 0; c < 4; ++c) wr[c] = a.qweight + (j0 + std::min(j + c, w - 1)) * h;
       kTile(xr, wr, h, t8);
       for (int r = 0; r < 2 && i + r < s; ++r)
         for (int c = 0; c < 4 && j + c < w; ++c) acc[(i + r) * w + j + c] = t8[r * 4 + c];
@@ -119,7 +119,7 @@ void matmul_block(const MatmulArgs& a, int64_t b, int64_t j0, int64_t j1,
     const float cx = a.row_scale[r];
     const float* xo = x_out.data() + i * n_out;
     for (int64_t j = 0; j < w; ++j) {
-      float v = dequantize_acc(acc[i * w + j], cx, a.w_scale[j0 + j]);
+      float v = dequantize_acc(acc[i * w + j], cx, a.scale[j0 + j]);
       float out = 0.0f;
       for (int32_t t = 0; t < n_out; ++t) out += xo[t] * w_out[t * w + j];
       v += out;
@@ -134,21 +134,21 @@ void matmul_block(const MatmulArgs& a, int64_t b, int64_t j0, int64_t j1,
 
 ffi::Error Int8Matmul(ffi::ThreadPool pool, ffi::AnyBuffer xq, ffi::AnyBuffer row_scale,
                       ffi::AnyBuffer x, ffi::AnyBuffer outlier_idx, ffi::AnyBuffer outlier_count,
-                      ffi::AnyBuffer wq, ffi::AnyBuffer w_scale, ffi::AnyBuffer bias,
+                      ffi::AnyBuffer qweight, ffi::AnyBuffer scale, ffi::AnyBuffer bias,
                       ffi::Result<ffi::AnyBuffer> y) {
   MatmulArgs a;
-  JAXINT8_RETURN_IF_ERROR(check_int8_matmul(xq, row_scale, x, outlier_idx, outlier_count, wq,
-                                            w_scale, bias, *y, &a.sh, &a.o));
+  JAXINT8_RETURN_IF_ERROR(check_int8_matmul(xq, row_scale, x, outlier_idx, outlier_count, qweight,
+                                            scale, bias, *y, &a.sh, &a.o));
   a.xq = xq.typed_data<int8_t>();
   a.row_scale = row_scale.typed_data<float>();
   a.x = &x;
   a.idx = outlier_idx.typed_data<int32_t>();
   a.count = outlier_count.typed_data<int32_t>();
-  a.wq = wq.typed_data<int8_t>();
-  a.w_scale = w_scale.typed_data<float>();
+  a.qweight = qweight.typed_data<int8_t>();
+  a.scale = scale.typed_data<float>();
   a.bias = bias.element_count() ? bias.typed_data<float>() : nullptr;
   a.y = &(*y);
-  const int64_t s = a.sh.s, h = a.sh.h;
+  const int64_t s = a.sh.m, h = a.sh.k;
 
   for (int64_t b = 0; b < a.sh.nb; ++b) {
     const int32_t n_out = a.count[b];

@@ -50,17 +50,17 @@ ffi::Error ColumnAbsmax(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi:
   float* out = col_amax->typed_data<float>();
   // Parallel over column blocks: each block owns its slice of the output.
   const int64_t col_block = 256;
-  const int64_t n_blocks = (sh.h + col_block - 1) / col_block;
-  parallel_for(pool, sh.nb * n_blocks, std::max<int64_t>(1, 4096 / std::max<int64_t>(sh.s, 1)),
+  const int64_t n_blocks = (sh.k + col_block - 1) / col_block;
+  parallel_for(pool, sh.nb * n_blocks, std::max<int64_t>(1, 4096 / std::max<int64_t>(sh.m, 1)),
                [&](int64_t begin, int64_t end) {
     std::vector<float> row(col_block);
     for (int64_t t = begin; t < end; ++t) {
       int64_t b = t / n_blocks, c0 = (t % n_blocks) * col_block;
-      int64_t w = std::min(col_block, sh.h - c0);
-      float* amax = out + b * sh.h + c0;
+      int64_t w = std::min(col_block, sh.k - c0);
+      float* amax = out + b * sh.k + c0;
       std::fill(amax, amax + w, 0.0f);
-      for (int64_t i = 0; i < sh.s; ++i) {
-        load_floats(x, (b * sh.s + i) * sh.h + c0, w, row.data());
+      for (int64_t i = 0; i < sh.m; ++i) {
+        load_floats(x, (b * sh.m + i) * sh.k + c0, w, row.data());
         for (int64_t c = 0; c < w; ++c) amax[c] = nan_absmax(amax[c], row[c]);
       }
     }
@@ -77,33 +77,33 @@ ffi::Error QuantizeRows(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer c
                                               *outlier_count, &sh));
   const float* amax = col_amax.typed_data<float>();
   int8_t* q = xq->typed_data<int8_t>();
-  float* scale = row_scale->typed_data<float>();
+  float* rs = row_scale->typed_data<float>();
   int32_t* idx = outlier_idx->typed_data<int32_t>();
   int32_t* count = outlier_count->typed_data<int32_t>();
 
   // Outlier lists: one pass over [nb, h].
-  std::vector<uint8_t> outlier(sh.nb * sh.h);
+  std::vector<uint8_t> outlier(sh.nb * sh.k);
   for (int64_t b = 0; b < sh.nb; ++b) {
     int32_t n = 0;
-    for (int64_t c = 0; c < sh.h; ++c) {
-      bool o = is_outlier(amax[b * sh.h + c], threshold);
-      outlier[b * sh.h + c] = o;
-      if (o) idx[b * sh.h + n++] = static_cast<int32_t>(c);
+    for (int64_t c = 0; c < sh.k; ++c) {
+      bool o = is_outlier(amax[b * sh.k + c], threshold);
+      outlier[b * sh.k + c] = o;
+      if (o) idx[b * sh.k + n++] = static_cast<int32_t>(c);
     }
-    for (int64_t c = n; c < sh.h; ++c) idx[b * sh.h + c] = -1;
+    for (int64_t c = n; c < sh.k; ++c) idx[b * sh.k + c] = -1;
     count[b] = n;
   }
 
   // Rows are independent: scale over the non-outlier columns, then quantize.
-  parallel_for(pool, sh.nb * sh.s, std::max<int64_t>(1, 16384 / std::max<int64_t>(sh.h, 1)),
+  parallel_for(pool, sh.nb * sh.m, std::max<int64_t>(1, 16384 / std::max<int64_t>(sh.k, 1)),
                [&](int64_t begin, int64_t end) {
-    std::vector<float> row(sh.h);
+    std::vector<float> row(sh.k);
     for (int64_t r = begin; r < end; ++r) {
-      const uint8_t* o = outlier.data() + (r / std::max<int64_t>(sh.s, 1)) * sh.h;
-      load_floats(x, r * sh.h, sh.h, row.data());
-      scale[r] = masked_row_absmax(row.data(), o, sh.h);
-      float mult = quant_multiplier(scale[r]);
-      quantize_row(row.data(), o, q + r * sh.h, sh.h, mult);
+      const uint8_t* o = outlier.data() + (r / std::max<int64_t>(sh.m, 1)) * sh.k;
+      load_floats(x, r * sh.k, sh.k, row.data());
+      rs[r] = masked_row_absmax(row.data(), o, sh.k);
+      float mult = quant_multiplier(rs[r]);
+      quantize_row(row.data(), o, q + r * sh.k, sh.k, mult);
     }
   });
   return ffi::Error::Success();

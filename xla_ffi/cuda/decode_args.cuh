@@ -14,8 +14,8 @@ struct DecodeArgs {
   Int8GemmParams p;  // the shared operands (x, xq, scales, outliers, m, k, types)
   int weights = 1;
   int first_block[kMaxSkinnyWeights + 1] = {};
-  const int8_t* wq[kMaxSkinnyWeights] = {};
-  const float* col_scale[kMaxSkinnyWeights] = {};
+  const int8_t* qweight[kMaxSkinnyWeights] = {};
+  const float* scale[kMaxSkinnyWeights] = {};
   const float* bias[kMaxSkinnyWeights] = {};
   void* y[kMaxSkinnyWeights] = {};
   int64_t n[kMaxSkinnyWeights] = {};
@@ -28,8 +28,8 @@ __device__ __forceinline__ Int8GemmParams weight_params(const DecodeArgs& a, int
 #pragma unroll
   for (int j = 0; j < kMaxSkinnyWeights; ++j) {
     if (j == i) {
-      p.wq = a.wq[j];
-      p.col_scale = a.col_scale[j];
+      p.qweight = a.qweight[j];
+      p.scale = a.scale[j];
       p.bias = a.bias[j];
       p.y = a.y[j];
       p.n = a.n[j];
@@ -60,8 +60,8 @@ inline DecodeArgs make_decode_args(const Int8GemmParams* ps, int count, int64_t 
   int64_t b = 0;
   for (int i = 0; i < count; ++i) {
     a.first_block[i] = static_cast<int>(b);
-    a.wq[i] = ps[i].wq;
-    a.col_scale[i] = ps[i].col_scale;
+    a.qweight[i] = ps[i].qweight;
+    a.scale[i] = ps[i].scale;
     a.bias[i] = ps[i].bias;
     a.y[i] = ps[i].y;
     a.n[i] = ps[i].n;

@@ -55,9 +55,9 @@ __device__ __forceinline__ int clamped_count(const int32_t* count, int64_t k) {
 
 // y = dequant(acc) + outlier_sum (+ bias), in the CPU handler's operation order, with
 // explicit round-to-nearest adds so that nvcc does not contract them into FMAs.
-__device__ __forceinline__ float finish_output(int32_t acc, float row_scale, float col_scale,
+__device__ __forceinline__ float finish_output(int32_t acc, float row_scale, float scale,
                                                float outlier_sum, const float* bias, int64_t n) {
-  float v = dequantize_acc(acc, row_scale, col_scale);
+  float v = dequantize_acc(acc, row_scale, scale);
   v = __fadd_rn(v, outlier_sum);
   if (bias) v = __fadd_rn(v, bias[n]);
   return v;

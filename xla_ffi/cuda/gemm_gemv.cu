@@ -5,7 +5,7 @@
 // Why not the mma skinny kernel (gemm_skinny.cu) at these sizes: the mma fragments want each
 // warp load to cover 8 rows x 64 bytes, and that layout reads the weight at 2.2-2.7 TB/s even
 // with no arithmetic, while 512 contiguous bytes of one row per instruction read at 2.9-3.05
-// (H100, benchmarks/cuda/skinny_bench.cu --patterns). With few tokens the arithmetic is small
+// (H100, a standalone read-pattern benchmark). With few tokens the arithmetic is small
 // enough for dp4a: 4 * m dp4a and m 16-byte activation loads (L1 hits) per 16 weight bytes.
 //
 // Block = 8 warps = 8 / KSPLIT weight rows x KSPLIT K slices; the slices of a row meet in shared
@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) gemv_kernel(const Deco
   const int64_t row = static_cast<int64_t>(blockIdx.x - first_block) * kRowsPerBlock + warp / KSPLIT;
   const int slice = warp % KSPLIT;
   const bool live = row < n;  // dead warps still reach the block barrier
-  const int8_t* wrow = p.wq + (live ? row : 0) * k;
+  const int8_t* wrow = p.qweight + (live ? row : 0) * k;
   // Chunk and K offsets fit in 32 bits (int8_gemv_supported: k <= kGemvMaxK).
   const int kk32 = static_cast<int>(k);
   const int chunks = (kk32 + kChunk - 1) / kChunk;
@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) gemv_kernel(const Deco
   };
   load_weights(c_begin);
   // Per-row epilogue operands (inputs the quantization grid does not write), loaded early too.
-  const float cs = live ? p.col_scale[row] : 0.0f;
+  const float cs = live ? p.scale[row] : 0.0f;
   const float bias = live && p.bias ? p.bias[row] : 0.0f;
   pdl_wait();  // from here on the row pass's results (xq, scales, outlier list) are visible
   const float rs = lane < m ? p.row_scale[lane] : 0.0f;  // lane j: token j's row scale
@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) gemv_kernel(const Deco
     const int c = *p.outlier_count;
     count = c < 0 ? 0 : (c > k ? static_cast<int>(k) : c);
   }
-  int wq_out = 0;         // lane t: wq[row, O_t] of the current round
+  int wq_out = 0;         // lane t: qweight[row, O_t] of the current round
   uint32_t x_out[MT];     // lane t: x[j, O_t] of the current round, raw bits
   bool out_ok = false;    // lane t holds a valid column of the round
   auto gather_round = [&](int t0) {
@@ -160,13 +160,14 @@ cudaError_t launch_split(const Int8GemmParams* ps, int count, cudaStream_t strea
 
 // K slices per row: the fewest that give about three waves of blocks (fewer leave SMs idle in
 // the last wave).
-int choose_ksplit(const Int8GemmParams* ps, int count, int num_sms) {
-  return gemv_ksplit(ps, count, kWarps, 3 * static_cast<int64_t>(kBlocksPerSm) * std::max(num_sms, 1));
+int choose_ksplit(const Int8GemmParams* ps, int count, int num_sms, int forced) {
+  return gemv_ksplit(ps, count, kWarps, 3 * static_cast<int64_t>(kBlocksPerSm) * std::max(num_sms, 1), forced);
 }
 
 template <int MT>
-cudaError_t launch_tokens(const Int8GemmParams* ps, int count, int num_sms, cudaStream_t stream, bool pdl) {
-  switch (choose_ksplit(ps, count, num_sms)) {
+cudaError_t launch_tokens(const Int8GemmParams* ps, int count, int ksplit, int num_sms, cudaStream_t stream,
+                          bool pdl) {
+  switch (choose_ksplit(ps, count, num_sms, ksplit)) {
     case 4: return launch_split<MT, 4>(ps, count, stream, pdl);
     case 2: return launch_split<MT, 2>(ps, count, stream, pdl);
     default: return launch_split<MT, 1>(ps, count, stream, pdl);
@@ -179,15 +180,15 @@ bool int8_gemv_supported(const Int8GemmParams& p) {
   return p.m >= 1 && p.m <= kGemvMaxTokens && p.k <= kGemvMaxK && int8_gemm_skinny_fast_path(p);
 }
 
-cudaError_t launch_int8_gemv_group(const Int8GemmParams* ps, int count, int num_sms, cudaStream_t stream,
-                                   bool pdl) {
+cudaError_t launch_int8_gemv_group(const Int8GemmParams* ps, int count, int ksplit, int num_sms,
+                                   cudaStream_t stream, bool pdl) {
   if (count < 1 || count > kMaxSkinnyWeights) return cudaErrorInvalidValue;
   for (int i = 0; i < count; ++i)
     if (!same_activations(ps[0], ps[i]) || !int8_gemv_supported(ps[i])) return cudaErrorInvalidValue;
   const int64_t m = ps[0].m;
-  if (m == 1) return launch_tokens<1>(ps, count, num_sms, stream, pdl);
-  if (m == 2) return launch_tokens<2>(ps, count, num_sms, stream, pdl);
-  return launch_tokens<4>(ps, count, num_sms, stream, pdl);
+  if (m == 1) return launch_tokens<1>(ps, count, ksplit, num_sms, stream, pdl);
+  if (m == 2) return launch_tokens<2>(ps, count, ksplit, num_sms, stream, pdl);
+  return launch_tokens<4>(ps, count, ksplit, num_sms, stream, pdl);
 }
 
 }  // namespace jaxint8::cuda

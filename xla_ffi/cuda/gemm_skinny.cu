@@ -7,17 +7,13 @@
 // same one, so each lane loads 16 contiguous bytes of "its" weight row and of "its" token row
 // (k0 + 16 * lane_in_quad) and feeds bytes 0-7 to one mma and bytes 8-15 to a second one.
 //
-// Block = 8 warps on the same TILES x 16 weight rows (TILES = 1 by default); warp w takes the 64-byte K chunks
+// Block = 8 warps on the same TILES x 16 weight rows (TILES = 1, see the launcher); warp w takes the 64-byte K chunks
 // w, w + 8, ...; the int32 partial sums meet in shared memory (exact, order-free), then the
 // fused epilogue (dequant + outliers + bias + cast) writes the outputs. A ninth warp gathers the
 // first outlier columns meanwhile: the outlier count -> index -> value loads are a chain of
-// dependent latencies that stalled every block before its first weight load (measured with
-// benchmarks/cuda/run_skinny_bench.sh: 5120->20480 at 1 token 42.3 -> 37.8 us, 49152->12288
-// 227 -> 218 us, bit-identical).
+// dependent latencies that stalled every block before its first weight load (H100, kernel alone:
+// 5120->20480 at 1 token 42.3 -> 37.8 us, 49152->12288 227 -> 218 us, bit-identical).
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 
 #include "cuda/decode_args.cuh"
 #include "cuda/device_utils.cuh"
@@ -55,8 +51,7 @@ __device__ __forceinline__ uint32_t u4(const uint4& v, int i) {
 
 // 3 blocks (24 streaming warps) per SM: enough 16-byte loads in flight, and the 2.4 blocks per SM
 // of the common decode shapes fit in one wave. GROUPED: several weights (args.weights > 1); a
-// single weight reads args.p directly (the per-block weight select cost 1-6 % at 1 token,
-// measured with benchmarks/cuda/run_skinny_bench.sh).
+// single weight reads args.p directly (the per-block weight select cost 1-6 % at 1 token).
 template <int TILES, int MT, bool ALIGNED, bool GROUPED>
 __global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(const DecodeArgs args) {
   constexpr int U = TILES >= 4 ? 1 : (TILES == 2 ? 2 : 4);  // chunks in flight per warp step
@@ -99,7 +94,7 @@ __global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(const DecodeAr
     const int64_t row = n0 + threadIdx.x;
     const int64_t bytes = min(k, static_cast<int64_t>(p.l2_prefetch_bytes)) & ~int64_t{15};
     if (threadIdx.x < kRows && row < n && bytes > 0) {
-      prefetch_l2(p.wq + row * k, static_cast<unsigned>(bytes));
+      prefetch_l2(p.qweight + row * k, static_cast<unsigned>(bytes));
     }
   }
 #endif
@@ -124,7 +119,7 @@ __global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(const DecodeAr
       const int rr = e % kRows, t = e / kRows;
       const int c = s_idx[t];
       const int64_t row = n0 + rr;
-      s_w[t][rr] = (row < n && c >= 0) ? dequantize_weight(p.wq[row * k + c], p.col_scale[row]) : 0.0f;
+      s_w[t][rr] = (row < n && c >= 0) ? dequantize_weight(p.qweight[row * k + c], p.scale[row]) : 0.0f;
     }
   };
   auto block_sync = [] { __syncthreads(); };
@@ -152,9 +147,9 @@ __global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(const DecodeAr
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           if constexpr (ALIGNED) {
-            wv[u][t][h] = k0 < k ? load_stream(p.wq + wrow[t][h] * k + k0) : make_uint4(0, 0, 0, 0);
+            wv[u][t][h] = k0 < k ? load_stream(p.qweight + wrow[t][h] * k + k0) : make_uint4(0, 0, 0, 0);
           } else {
-            wv[u][t][h] = load16<false>(p.wq, wrow[t][h], k, k0);
+            wv[u][t][h] = load16<false>(p.qweight, wrow[t][h], k, k0);
           }
         }
 #pragma unroll
@@ -227,7 +222,7 @@ __global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(const DecodeAr
   for (int u = 0; u < kOut; ++u) {
     if (rl[u] < 0) continue;
     const int64_t row_n = n0 + rl[u], tok = m0 + tl[u];
-    const float y = finish_output(sums[u], p.row_scale[tok], p.col_scale[row_n], osum[u], p.bias, row_n);
+    const float y = finish_output(sums[u], p.row_scale[tok], p.scale[row_n], osum[u], p.bias, row_n);
     store_output(p.y, p.y_type, tok * n + row_n, y);
   }
 }
@@ -244,62 +239,14 @@ cudaError_t launch_t(const Int8GemmParams* ps, int count, cudaStream_t stream, b
   return launch_kernel(skinny_kernel<TILES, MT, ALIGNED, false>, grid, dim3(kBlockThreads), stream, pdl, a);
 }
 
-template <int MT, bool ALIGNED>
-cudaError_t launch_tiles(const Int8GemmParams* ps, int count, cudaStream_t stream, bool pdl) {
-  // Largest weight tile that still gives ~2 blocks per SM (enough loads in flight).
-  static const int forced = [] {
-    const char* v = std::getenv("JAXINT8_SKINNY_TILES");  // tuning knob: 1, 2 or 4
-    return v ? std::atoi(v) : 0;
-  }();
-  if (forced == 4) return launch_t<4, MT, ALIGNED>(ps, count, stream, pdl);
-  if (forced == 2) return launch_t<2, MT, ALIGNED>(ps, count, stream, pdl);
-  // Default: 16 weight rows per block. Measured on the H100 (ncu, median of 8, bf16, 6
-  // outliers, 1 / 16 tokens): 5120->20480 43.6 / 47.8 us with 16 rows, 44.9 / 50.8 with 32,
-  // 48.6 / 59.2 with 64; 12288->49152 214 / 222 vs 245 / 275 vs 272 / 323. Small blocks balance
-  // the weight stream best over the SMs (no half-empty last wave).
-  return launch_t<1, MT, ALIGNED>(ps, count, stream, pdl);
-}
-
-// The dp4a GEMV or the mma kernel for a launch the GEMV supports (launch.h).
-bool use_gemv(const Int8GemmParams* ps, int count) {
-  const DecodeKernel forced = forced_decode_kernel();
-  if (forced != DecodeKernel::kAuto) return forced == DecodeKernel::kDp4a;
-  int64_t weight_bytes = 0;
-  for (int i = 0; i < count; ++i) weight_bytes += ps[i].n * ps[i].k;
-  return ps[0].m <= kGemvAutoTokens && weight_bytes >= kGemvMinWeightBytes;
-}
-
-bool decode_uses_gemv(const Int8GemmParams* ps, int count) {
-  for (int i = 0; i < count; ++i)
-    if (!int8_gemv_supported(ps[i])) return false;
-  return use_gemv(ps, count);
-}
-
 }  // namespace
 
-DecodeKernel forced_decode_kernel() {
-  static const DecodeKernel forced = [] {
-    const char* v = std::getenv("JAXINT8_DECODE_KERNEL");
-    if (!v || !*v || !std::strcmp(v, "auto")) return DecodeKernel::kAuto;
-    if (!std::strcmp(v, "mma")) return DecodeKernel::kMma;
-    if (!std::strcmp(v, "dp4a")) return DecodeKernel::kDp4a;
-    std::fprintf(stderr, "jaxint8: ignoring JAXINT8_DECODE_KERNEL=%s (expected auto, mma or dp4a)\n", v);
-    return DecodeKernel::kAuto;
-  }();
-  return forced;
-}
-
 bool int8_gemm_skinny_fast_path(const Int8GemmParams& p) {
-  return p.k % 16 == 0 && reinterpret_cast<uintptr_t>(p.wq) % 16 == 0 &&
+  return p.k % 16 == 0 && reinterpret_cast<uintptr_t>(p.qweight) % 16 == 0 &&
          reinterpret_cast<uintptr_t>(p.xq) % 16 == 0;
 }
 
-cudaError_t launch_int8_gemm_skinny(const Int8GemmParams& p, int num_sms, cudaStream_t stream, bool pdl) {
-  return launch_int8_gemm_skinny_group(&p, 1, num_sms, stream, pdl);
-}
-
-cudaError_t launch_int8_gemm_skinny_group(const Int8GemmParams* ps, int count, int num_sms,
-                                          cudaStream_t stream, bool pdl) {
+cudaError_t launch_int8_gemm_skinny_group(const Int8GemmParams* ps, int count, cudaStream_t stream, bool pdl) {
   if (count < 1 || count > kMaxSkinnyWeights) return cudaErrorInvalidValue;
   if (ps[0].m == 0) return cudaSuccess;
   if ((ps[0].m + 15) / 16 > 65535) return cudaErrorInvalidConfiguration;
@@ -308,14 +255,15 @@ cudaError_t launch_int8_gemm_skinny_group(const Int8GemmParams* ps, int count, i
     if (!same_activations(ps[0], ps[i])) return cudaErrorInvalidValue;
     aligned = aligned && int8_gemm_skinny_fast_path(ps[i]);
   }
-  if (decode_uses_gemv(ps, count)) return launch_int8_gemv_group(ps, count, num_sms, stream, pdl);
+  // 16 weight rows per block (TILES = 1). H100 (ncu, median of 8, bf16, 6 outliers, 1 / 16
+  // tokens): 5120->20480 43.6 / 47.8 us with 16 rows, 44.9 / 50.8 with 32, 48.6 / 59.2 with 64;
+  // 12288->49152 214 / 222 vs 245 / 275 vs 272 / 323. Small blocks balance the weight stream best
+  // over the SMs (no half-empty last wave).
   const bool one_group = ps[0].m <= 8;  // one n8 token group per mma is enough
   if (aligned) {
-    return one_group ? launch_tiles<1, true>(ps, count, stream, pdl)
-                     : launch_tiles<2, true>(ps, count, stream, pdl);
+    return one_group ? launch_t<1, 1, true>(ps, count, stream, pdl) : launch_t<1, 2, true>(ps, count, stream, pdl);
   }
-  return one_group ? launch_tiles<1, false>(ps, count, stream, pdl)
-                   : launch_tiles<2, false>(ps, count, stream, pdl);
+  return one_group ? launch_t<1, 1, false>(ps, count, stream, pdl) : launch_t<1, 2, false>(ps, count, stream, pdl);
 }
 
 }  // namespace jaxint8::cuda

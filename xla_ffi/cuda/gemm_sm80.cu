@@ -1,7 +1,7 @@
 // Tiled int8 GEMM for sm_80/86/89 (also runs on sm_90): mma.sync m16n8k32 s8 -> s32,
 // 128x128x64 CTA tiles, 8 warps (2 x 4, 64x32 warp tiles), 4-stage cp.async pipeline,
 // ldmatrix from an XOR-swizzled shared-memory layout (conflict-free), and a fused epilogue:
-//   y = cast( acc * row_scale * col_scale / 127^2 + sum_t x[m, O_t] * W_deq[O_t, n] + bias )
+//   y = cast( acc * row_scale * scale / 127^2 + sum_t x[m, O_t] * W_deq[O_t, n] + bias )
 // The outlier part is a rank-`count` update done in the epilogue: the CTA stages its rows'
 // outlier activations (f32) and its columns' dequantized outlier weights (f32) in shared
 // memory, 32 outliers at a time, and each thread adds them to its accumulators in order.
@@ -91,7 +91,7 @@ __global__ void __launch_bounds__(THREADS, 1) tiled_kernel(Int8GemmParams p) {
       const int64_t ar = m0 + row, br = n0 + row;
       const bool av = kin && ar < m, bv = kin && br < n;
       cp_async16(smem_addr(sa + swz(row, ch)), av ? p.xq + ar * k + kk : p.xq, av);
-      cp_async16(smem_addr(sb + swz(row, ch)), bv ? p.wq + br * k + kk : p.wq, bv);
+      cp_async16(smem_addr(sb + swz(row, ch)), bv ? p.qweight + br * k + kk : p.qweight, bv);
     }
   };
 
@@ -181,7 +181,7 @@ __global__ void __launch_bounds__(THREADS, 1) tiled_kernel(Int8GemmParams p) {
         const int t = e / BN, cn = e % BN;
         const int64_t col = n0 + cn;
         const int c = sidx[t];
-        wo[t * BN + cn] = (col < n && c >= 0) ? dequantize_weight(p.wq[col * k + c], p.col_scale[col]) : 0.0f;
+        wo[t * BN + cn] = (col < n && c >= 0) ? dequantize_weight(p.qweight[col * k + c], p.scale[col]) : 0.0f;
       }
       __syncthreads();
       for (int t = 0; t < tc; ++t) {
@@ -214,7 +214,7 @@ __global__ void __launch_bounds__(THREADS, 1) tiled_kernel(Int8GemmParams p) {
 #pragma unroll
     for (int cc = 0; cc < 2; ++cc) {
       const int64_t col = n0 + warp_n * 32 + j * 8 + q * 2 + cc;
-      cs[j][cc] = col < n ? p.col_scale[col] : 0.0f;
+      cs[j][cc] = col < n ? p.scale[col] : 0.0f;
     }
 #pragma unroll
   for (int i = 0; i < 4; ++i)
@@ -282,10 +282,10 @@ cudaError_t launch_x(const Int8GemmParams& p, cudaStream_t stream) {
 
 bool int8_gemm_tiled_supported(const Int8GemmParams& p) {
   return p.k % 16 == 0 && reinterpret_cast<uintptr_t>(p.xq) % 16 == 0 &&
-         reinterpret_cast<uintptr_t>(p.wq) % 16 == 0;
+         reinterpret_cast<uintptr_t>(p.qweight) % 16 == 0;
 }
 
-cudaError_t launch_int8_gemm_tiled(const Int8GemmParams& p, int /*num_sms*/, cudaStream_t stream) {
+cudaError_t launch_int8_gemm_tiled(const Int8GemmParams& p, cudaStream_t stream) {
   if (p.m == 0 || p.n == 0) return cudaSuccess;
   switch (p.x_type) {
     case FloatType::kF32: return launch_x<float>(p, stream);

@@ -4,7 +4,6 @@
 
 #include <cuda_runtime.h>
 #include <cstdint>
-#include <cstdlib>
 
 #include "cuda/device_utils.cuh"
 
@@ -22,13 +21,13 @@ __device__ __forceinline__ int32_t dot16(const uint4& w, const uint4& x, int32_t
 }
 
 // One round of up to 32 outlier columns added to a row's outlier sums: lane t holds column t of
-// the round (wq_out = wq[row, O_t], x_out[j] = x[j, O_t] as raw bits, ok = a valid column), and
+// the round (wq_out = qweight[row, O_t], x_out[j] = x[j, O_t] as raw bits, ok = a valid column), and
 // every lane adds the `tc` terms in ascending t, i.e. the CPU handler's order (shuffles broadcast
 // them, so all lanes carry the same sums).
 template <int MT>
 __device__ __forceinline__ void add_outlier_round(float (&osum)[MT], int wq_out, const uint32_t (&x_out)[MT],
-                                                  bool ok, float col_scale, FloatType x_type, int tc) {
-  const float w_deq = ok ? dequantize_weight(static_cast<int8_t>(wq_out), col_scale) : 0.0f;
+                                                  bool ok, float scale, FloatType x_type, int tc) {
+  const float w_deq = ok ? dequantize_weight(static_cast<int8_t>(wq_out), scale) : 0.0f;
   float xo[MT];
 #pragma unroll
   for (int j = 0; j < MT; ++j) xo[j] = ok ? float_from_bits(x_out[j], x_type) : 0.0f;
@@ -46,14 +45,10 @@ __device__ __forceinline__ int32_t warp_sum(int32_t v) {
   return v;
 }
 
-// K slices per weight row of a GEMV launch (host): the fewest of 1, 2, 4 that give at least
-// `min_groups` row groups of `warps` / split rows, as long as a slice keeps >= 2 KB of the row.
-// JAXINT8_GEMV_KSPLIT=1|2|4 (environment, read once) overrides it, for measurements.
-inline int gemv_ksplit(const Int8GemmParams* ps, int count, int warps, int64_t min_groups) {
-  static const int forced = [] {
-    const char* v = std::getenv("JAXINT8_GEMV_KSPLIT");
-    return v ? std::atoi(v) : 0;
-  }();
+// K slices per weight row of a GEMV launch (host): `forced` (1, 2 or 4) when given, else the fewest
+// of 1, 2, 4 that give at least `min_groups` row groups of `warps` / split rows, as long as a
+// slice keeps >= 2 KB of the row.
+inline int gemv_ksplit(const Int8GemmParams* ps, int count, int warps, int64_t min_groups, int forced) {
   if (forced == 1 || forced == 2 || forced == 4) return forced;
   int64_t rows = 0;
   for (int i = 0; i < count; ++i) rows += ps[i].n;

@@ -20,7 +20,6 @@
 // The scalar rules (common.h), the reduction orders and the epilogue formula are those of the
 // chain, so every output equals the chain's bit for bit (GPU tests).
 #include <algorithm>
-#include <cstdlib>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -56,13 +55,13 @@ __device__ __forceinline__ WarpRow warp_row(const WeightRef* weights, int count,
   WarpRow r;
   r.row = static_cast<int64_t>(g - w.first) * (kWarps / KSPLIT) + warp / KSPLIT;
   r.live = r.row < w.n;
-  r.wrow = w.wq + (r.live ? r.row : 0) * k;
+  r.wrow = w.qweight + (r.live ? r.row : 0) * k;
   r.weight = weight;
   return r;
 }
 
-// How far ahead a warp warms L2 with its next row group: the first JAXINT8_TOKEN_NEXT_BYTES
-// (environment, read once; default 2048) bytes of that group's slice. H100, 1 token, 4 loads per
+// How far ahead a warp warms L2 with its next row group: the first 2048 bytes of that group's
+// slice. H100, 1 token, 4 loads per
 // lane: 4096->16384 24.8 -> 23.3 us, 5120->20480 38.2 -> 36.5 from no look-ahead to 2 KB (with the
 // next group's loads moved from before the epilogue to the loop top in the same step); the whole
 // slice (5 KB) instead cost 5120->20480 +7 us (the look-ahead no longer fit L2 beside the groups
@@ -171,53 +170,42 @@ cudaError_t launch_split(const Int8GemmParams* ps, int count, const TokenOutputs
   if (smem > 48 * 1024)  // k > ~42000; set on every such launch (the setting is per device)
     JAXINT8_CUDA_RETURN_IF_ERROR(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  static const int next_prefetch = [] {
-    const char* v = std::getenv("JAXINT8_TOKEN_NEXT_BYTES");
-    return v ? std::max(0, std::atoi(v)) : kNextGroupPrefetch;
-  }();
   // About one wave, every block the same number of row groups (at least one block: the
   // quantization outputs are written even without weight rows).
   const int resident = cached_resident_blocks(reinterpret_cast<const void*>(kernel), smem);
   const int64_t slots = static_cast<int64_t>(std::max(num_sms, 1)) * resident;
   const int64_t waves = std::max<int64_t>(1, (groups + slots - 1) / slots);
   const int64_t blocks = std::max<int64_t>(1, (groups + waves - 1) / waves);
-  kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a, out, next_prefetch);
+  kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a, out, kNextGroupPrefetch);
   return cudaGetLastError();
 }
 
 // K slices per row: one, unless whole rows leave under half of the block slots with a row group.
 // Slices cost a block barrier per row group: H100, 1 token, 20480->5120: 45.6 us with one slice,
 // 47.7 with 2, 49.9 with 4.
-int choose_ksplit(const Int8GemmParams* ps, int count, int num_sms) {
-  return gemv_ksplit(ps, count, kWarps, static_cast<int64_t>(kMaxBlocksPerSm) * std::max(num_sms, 1) / 2);
+int choose_ksplit(const Int8GemmParams* ps, int count, int num_sms, int forced) {
+  return gemv_ksplit(ps, count, kWarps, static_cast<int64_t>(kMaxBlocksPerSm) * std::max(num_sms, 1) / 2,
+                     forced);
 }
 
-// Loads in flight per lane with one K slice: 6 for one weight, 4 for a group (74 registers at 6:
-// 3 resident blocks instead of 4). H100, 1 token, 4 -> 6 for one weight: 5120->20480 35.6 ->
-// 34.6 us, 20480->5120 44.9 -> 43.4, 5120->5120 13.1 -> 12.4; 40-layer 13B decode 151.8 -> 154.7
-// tok/s (docs/kernels.md, "One-token GEMV"). JAXINT8_TOKEN_LOADS=4|6|8 (environment, read once)
-// sets both, for measurements.
-int token_loads(int count) {
-  static const int forced = [] {
-    const char* v = std::getenv("JAXINT8_TOKEN_LOADS");
-    const int n = v ? std::atoi(v) : 0;
-    return n == 4 || n == 6 || n == 8 ? n : 0;
-  }();
-  return forced ? forced : count > 1 ? 4 : 6;
+// Loads in flight per lane with one K slice: `forced` (4 or 6) when given, else 6 for one weight
+// and 4 for a group (74 registers at 6: 3 resident blocks instead of 4). H100, 1 token, 4 -> 6 for
+// one weight: 5120->20480 35.6 -> 34.6 us, 20480->5120 44.9 -> 43.4, 5120->5120 13.1 -> 12.4;
+// 40-layer 13B decode 151.8 -> 154.7 tok/s; a group lost with 6.
+int token_loads(int count, int forced) {
+  if (forced == 4 || forced == 6) return forced;
+  return count > 1 ? 4 : 6;
 }
 
 template <typename T>
-cudaError_t launch_typed(const Int8GemmParams* ps, int count, const TokenOutputs& out, int num_sms,
-                         cudaStream_t stream) {
-  switch (choose_ksplit(ps, count, num_sms)) {
+cudaError_t launch_typed(const Int8GemmParams* ps, int count, const TokenOutputs& out, TokenGemvConfig config,
+                         int num_sms, cudaStream_t stream) {
+  switch (choose_ksplit(ps, count, num_sms, config.ksplit)) {
     case 4: return launch_split<T, 4, 4>(ps, count, out, num_sms, stream);
     case 2: return launch_split<T, 2, 4>(ps, count, out, num_sms, stream);
     default:
-      switch (token_loads(count)) {
-        case 8: return launch_split<T, 1, 8>(ps, count, out, num_sms, stream);
-        case 6: return launch_split<T, 1, 6>(ps, count, out, num_sms, stream);
-        default: return launch_split<T, 1, 4>(ps, count, out, num_sms, stream);
-      }
+      return token_loads(count, config.loads) == 6 ? launch_split<T, 1, 6>(ps, count, out, num_sms, stream)
+                                                   : launch_split<T, 1, 4>(ps, count, out, num_sms, stream);
   }
 }
 
@@ -233,13 +221,13 @@ bool token_gemv_supported(const Int8GemmParams* ps, int count, const TokenOutput
   return true;
 }
 
-cudaError_t launch_token_gemv(const Int8GemmParams* ps, int count, const TokenOutputs& out, int num_sms,
-                              cudaStream_t stream) {
+cudaError_t launch_token_gemv(const Int8GemmParams* ps, int count, const TokenOutputs& out,
+                              TokenGemvConfig config, int num_sms, cudaStream_t stream) {
   if (!token_gemv_supported(ps, count, out)) return cudaErrorInvalidValue;
   switch (ps[0].x_type) {
-    case FloatType::kF32: return launch_typed<float>(ps, count, out, num_sms, stream);
-    case FloatType::kBF16: return launch_typed<__nv_bfloat16>(ps, count, out, num_sms, stream);
-    default: return launch_typed<__half>(ps, count, out, num_sms, stream);
+    case FloatType::kF32: return launch_typed<float>(ps, count, out, config, num_sms, stream);
+    case FloatType::kBF16: return launch_typed<__nv_bfloat16>(ps, count, out, config, num_sms, stream);
+    default: return launch_typed<__half>(ps, count, out, config, num_sms, stream);
   }
 }
 

@@ -11,17 +11,17 @@ namespace jaxint8::cuda {
 enum class FloatType : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
 
 // One LLM.int8() GEMM problem (one batch element; DESIGN §1 steps 3-6):
-//   y[m, n] = cast( acc[m, n] * (row_scale[m] * col_scale[n] / 16129)
-//                   + sum_{t < *outlier_count} x[m, outlier_idx[t]] * wq[n, outlier_idx[t]] * col_scale[n] / 127
+//   y[m, n] = cast( acc[m, n] * (row_scale[m] * scale[n] / 16129)
+//                   + sum_{t < *outlier_count} x[m, outlier_idx[t]] * qweight[n, outlier_idx[t]] * scale[n] / 127
 //                   + bias[n] )
-// with acc = xq @ wq^T in exact int32. All pointers are device pointers. The outlier count
+// with acc = xq @ qweight^T in exact int32. All pointers are device pointers. The outlier count
 // stays on the device (never read on the host); any count from 0 to k must be right.
 struct Int8GemmParams {
   int64_t m = 0, n = 0, k = 0;        // tokens, out features, in features
   const int8_t* xq = nullptr;         // [m, k] row-major
-  const int8_t* wq = nullptr;         // [n, k] row-major (K-major)
+  const int8_t* qweight = nullptr;         // [n, k] row-major (K-major)
   const float* row_scale = nullptr;   // [m]
-  const float* col_scale = nullptr;   // [n]
+  const float* scale = nullptr;   // [n]
   const float* bias = nullptr;        // [n] or nullptr
   const void* x = nullptr;            // [m, k] original activations (outlier source)
   FloatType x_type = FloatType::kBF16;
@@ -45,9 +45,8 @@ struct OutlierStaging {
   float* wo = nullptr;
   int ld = 0;                         // row stride of xo / wo, a multiple of 4
   int mode = 0;                       // the epilogue's outlier mode (0 exact, 1 tensor cores)
-  bool keep_in_l2 = true;             // store with L2 priority evict_last (see gather kernel)
-  const int8_t* wq = nullptr;         // [n, k]
-  const float* col_scale = nullptr;   // [n]
+  const int8_t* qweight = nullptr;         // [n, k]
+  const float* scale = nullptr;   // [n]
   int64_t n = 0;
 };
 

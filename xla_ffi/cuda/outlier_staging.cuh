@@ -11,19 +11,15 @@ namespace jaxint8::cuda {
 // Largest ld the staging supports (the gather keeps the indices in shared memory).
 inline constexpr int kStagingMaxLd = 128;
 
-// Stores 4 staged values, with L2 priority evict_last when keep_in_l2: the GEMM's weight stream
-// passes more than L2 through before its epilogue reads them (ncu, 128x16384x4096 with 6
-// outliers: the epilogue's staging loads were its largest stall).
-__device__ __forceinline__ void store_staged(float* dst, const float (&v)[4], bool keep_in_l2) {
-  if (keep_in_l2) {
-    uint64_t policy;
-    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
-    asm volatile("st.global.L2::cache_hint.v4.f32 [%0], {%1, %2, %3, %4}, %5;" ::"l"(dst), "f"(v[0]), "f"(v[1]),
-                 "f"(v[2]), "f"(v[3]), "l"(policy)
-                 : "memory");
-  } else {
-    *reinterpret_cast<float4*>(dst) = make_float4(v[0], v[1], v[2], v[3]);
-  }
+// Stores 4 staged values with L2 priority evict_last: the GEMM's weight stream passes more than
+// L2 through before its epilogue reads them (ncu, 128x16384x4096 with 6 outliers: the
+// epilogue's staging loads were its largest stall with plain stores).
+__device__ __forceinline__ void store_staged(float* dst, const float (&v)[4]) {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
+  asm volatile("st.global.L2::cache_hint.v4.f32 [%0], {%1, %2, %3, %4}, %5;" ::"l"(dst), "f"(v[0]), "f"(v[1]),
+               "f"(v[2]), "f"(v[3]), "l"(policy)
+               : "memory");
 }
 
 // Stages the outliers of an m x k activation into st, as part of a grid-wide loop: this thread
@@ -49,17 +45,17 @@ __device__ __forceinline__ void stage_outlier_items(const OutlierStaging& st, co
         const int c = t0 + i < used ? s_idx[t0 + i] : -1;
         v[i] = c >= 0 ? load_float(x, x_type, r * k + c) : 0.0f;
       }
-      store_staged(st.xo + r * st.ld + t0, v, st.keep_in_l2);
+      store_staged(st.xo + r * st.ld + t0, v);
     } else {
       const int64_t j = r - m;
-      const float s = st.col_scale[j] / kQuantRange;  // dequantize_weight: q * (col_scale / 127)
+      const float s = st.scale[j] / kQuantRange;  // dequantize_weight: q * (scale / 127)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int c = t0 + i < used ? s_idx[t0 + i] : -1;
-        const float q = c >= 0 ? static_cast<float>(st.wq[j * k + c]) : 0.0f;
+        const float q = c >= 0 ? static_cast<float>(st.qweight[j * k + c]) : 0.0f;
         v[i] = st.mode == 1 ? q : q * s;
       }
-      store_staged(st.wo + j * st.ld + t0, v, st.keep_in_l2);
+      store_staged(st.wo + j * st.ld + t0, v);
     }
   }
 }

@@ -310,8 +310,7 @@ __global__ void __launch_bounds__(kFusedThreads) quantize_fused_kernel(
                       (blocks - first_stager) * THREADS);
 }
 
-// Two blocks per SM: JAXINT8_FUSED_QUANT_BLOCKS=<blocks per SM> (environment, read once)
-// overrides it, for measurements (the grid must stay resident, so it is capped by the occupancy).
+// Two blocks per SM (capped by the occupancy: a cooperative grid must be resident at once).
 template <typename T>
 cudaError_t quantize_fused_t(const T* x, FloatType t, float threshold, int64_t s, int64_t h,
                              float* col_amax, int8_t* xq, float* row_scale, int32_t* idx,
@@ -319,11 +318,7 @@ cudaError_t quantize_fused_t(const T* x, FloatType t, float threshold, int64_t s
                              cudaStream_t stream) {
   auto kernel = quantize_fused_kernel<T>;
   static const int resident = resident_blocks(kernel, kFusedThreads);
-  static const int per_sm = [] {
-    const char* v = std::getenv("JAXINT8_FUSED_QUANT_BLOCKS");
-    return v ? std::max(1, std::atoi(v)) : 2;
-  }();
-  const int64_t blocks = static_cast<int64_t>(num_sms) * std::min(per_sm, resident);
+  const int64_t blocks = static_cast<int64_t>(num_sms) * std::min(2, resident);
   int l_log2 = 0;  // narrowest strips that still cover h with one strip per block
   while (l_log2 < 5 && (h + (8 << l_log2) - 1) / (8 << l_log2) > blocks) ++l_log2;
   return launch_cooperative_kernel(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kFusedThreads),

@@ -1,8 +1,7 @@
 // The parts of the one-token GEMV (gemv_token.cu) that do not depend on how the weight reaches
 // the SM: the per-block quantization of x [1, k] into shared memory (with the block's share of the
 // op's quantization outputs) and the epilogue of one weight row. Kept apart so that a kernel with
-// another weight pipeline (the fifteenth session's bulk-copy ring, docs/kernels.md) reuses them
-// and equals the three-kernel chain bit for bit.
+// another weight pipeline can reuse them and equal the three-kernel chain bit for bit.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -120,7 +119,7 @@ __device__ __forceinline__ QuantizedToken quantize_token(const T* x, int k, cons
 // words in ascending order; for a word with outliers lane t loads column 32 w + t, and the set
 // lanes are added in ascending t (the CPU handler's order).
 __device__ __forceinline__ float walked_outlier_sum(const uint8_t* flag_bytes, int k, const void* x, FloatType x_type,
-                                           const int8_t* wrow, float col_scale) {
+                                           const int8_t* wrow, float scale) {
   const int lane = threadIdx.x & 31;
   const uint32_t* words = reinterpret_cast<const uint32_t*>(flag_bytes);
   const int nwords = (k / 8 + 3) / 4;
@@ -135,7 +134,7 @@ __device__ __forceinline__ float walked_outlier_sum(const uint8_t* flag_bytes, i
       const int col = (w0 + src) * 32 + lane;
       const bool ok = (bits >> lane) & 1u;
       const float xo = ok ? load_float(x, x_type, col) : 0.0f;
-      const float w_deq = ok ? dequantize_weight(wrow[col], col_scale) : 0.0f;
+      const float w_deq = ok ? dequantize_weight(wrow[col], scale) : 0.0f;
       while (bits) {
         const int t = __ffs(bits) - 1;
         bits &= bits - 1;
@@ -151,8 +150,8 @@ __device__ __forceinline__ float walked_outlier_sum(const uint8_t* flag_bytes, i
 // spill). first: the weight's first row group (gemv_token.cu) or first row (the ring kernel) in
 // the launch's numbering, DecodeArgs::first_block.
 struct WeightRef {
-  const int8_t* wq;
-  const float* col_scale;
+  const int8_t* qweight;
+  const float* scale;
   const float* bias;
   void* y;
   int64_t n;
@@ -165,7 +164,7 @@ __device__ __forceinline__ WeightRef weight_ref(const DecodeArgs& args, int i) {
 #pragma unroll
   for (int j = 0; j < kMaxSkinnyWeights; ++j)
     if (j == i) first = args.first_block[j];
-  return WeightRef{p.wq, p.col_scale, p.bias, p.y, p.n, first};
+  return WeightRef{p.qweight, p.scale, p.bias, p.y, p.n, first};
 }
 
 // The launch's weights as WeightRefs: in shared memory for a grouped launch (filled by the first
@@ -179,7 +178,7 @@ __device__ __forceinline__ const WeightRef* launch_weights(const DecodeArgs& arg
     __syncthreads();
     return shared;
   } else {
-    single = WeightRef{args.p.wq, args.p.col_scale, args.p.bias, args.p.y, args.p.n, 0};
+    single = WeightRef{args.p.qweight, args.p.scale, args.p.bias, args.p.y, args.p.n, 0};
     return &single;
   }
 }
@@ -206,7 +205,7 @@ struct TokenRowEpilogue {
   // acc: the row's int32 dot product (every lane); gather(q, wrow, ..., 0) done when q.listed().
   __device__ __forceinline__ void finish(const QuantizedToken& q, int k, const int8_t* wrow, int64_t row,
                                          int32_t acc, const WeightRef& w, const Int8GemmParams& p) {
-    const float cs = w.col_scale[row];
+    const float cs = w.scale[row];
     float osum[1] = {0.0f};
     if (q.listed()) {
       for (int t0 = 0; t0 < q.count; t0 += 32) {

@@ -1,10 +1,9 @@
-// Hopper int8 GEMM launcher: outlier gather + shape-based choice of the CUTLASS configuration.
+// Hopper int8 GEMM launcher: outlier gather, then the CUTLASS configuration chosen by the dispatch.
 #include "cuda/sm90/gemm_sm90.h"
 
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <cstdlib>
 
 #include "cuda/outlier_staging.cuh"
 #include "cuda/sm90/gemm_sm90_configs.h"
@@ -49,16 +48,6 @@ int pick_ld(const Int8GemmParams& p) {
 
 }  // namespace
 
-// JAXINT8_GATHER_EVICT_LAST=0 (environment, read once): plain stores of the staged operands,
-// for measurements.
-bool staging_keep_in_l2() {
-  static const bool keep = [] {
-    const char* v = std::getenv("JAXINT8_GATHER_EVICT_LAST");
-    return v == nullptr || std::atoi(v) != 0;
-  }();
-  return keep;
-}
-
 // The staging of p's outliers into xo / wo with row stride ld (no buffers when ld = 0).
 OutlierStaging staging(const Int8GemmParams& p, int ld, float* xo, float* wo, int mode) {
   OutlierStaging st;
@@ -67,9 +56,8 @@ OutlierStaging staging(const Int8GemmParams& p, int ld, float* xo, float* wo, in
   st.wo = wo;
   st.ld = ld;
   st.mode = mode;
-  st.keep_in_l2 = staging_keep_in_l2();
-  st.wq = p.wq;
-  st.col_scale = p.col_scale;
+  st.qweight = p.qweight;
+  st.scale = p.scale;
   st.n = p.n;
   return st;
 }
@@ -93,11 +81,6 @@ cudaError_t launch_gather(const Int8GemmParams& p, const OutlierStaging& st, cud
   return cudaGetLastError();
 }
 
-cudaError_t launch_gather_outliers(const Int8GemmParams& p, int ld, float* xo, float* wo, int mode,
-                                   cudaStream_t stream) {
-  return launch_gather(p, staging(p, ld, xo, wo, mode), stream);
-}
-
 }  // namespace sm90
 
 bool int8_gemm_sm90_supported(const Int8GemmParams& p) {
@@ -105,8 +88,8 @@ bool int8_gemm_sm90_supported(const Int8GemmParams& p) {
   if (p.m < 1 || p.n < 8 || p.k < 16) return false;
   if (p.n % 8 != 0 || p.k % 16 != 0) return false;
   if (p.m >= (int64_t{1} << 31) || p.n >= (int64_t{1} << 31) || p.k >= (int64_t{1} << 31)) return false;
-  if (!aligned(p.xq, 16) || !aligned(p.wq, 16) || !aligned(p.y, 16)) return false;
-  if (!aligned(p.row_scale, 4) || !aligned(p.col_scale, 4) || !aligned(p.bias, 4)) return false;
+  if (!aligned(p.xq, 16) || !aligned(p.qweight, 16) || !aligned(p.y, 16)) return false;
+  if (!aligned(p.row_scale, 4) || !aligned(p.scale, 4) || !aligned(p.bias, 4)) return false;
   if (p.outlier_count != nullptr && (p.x == nullptr || p.outlier_idx == nullptr)) return false;
   return true;
 }
@@ -121,28 +104,25 @@ OutlierStaging int8_gemm_sm90_outlier_staging(const Int8GemmParams& p) {
   return sm90::workspace_staging(p, kInt8GemmSm90OutlierMode);
 }
 
-cudaError_t launch_int8_gemm_sm90(const Int8GemmParams& p, cudaStream_t stream) {
-  return sm90::launch_int8_gemm_sm90_mode(p, kInt8GemmSm90OutlierMode, stream);
-}
-
-cudaError_t sm90::launch_int8_gemm_sm90_mode(const Int8GemmParams& p, int outlier_mode, cudaStream_t stream) {
+cudaError_t launch_int8_gemm_sm90(const Int8GemmParams& p, Sm90Tile tile, int num_sms, cudaStream_t stream) {
   if (!int8_gemm_sm90_supported(p)) return cudaErrorNotSupported;
   sm90::GemmArgs a;
   a.m = static_cast<int>(p.m);
   a.n = static_cast<int>(p.n);
   a.k = static_cast<int>(p.k);
   a.xq = p.xq;
-  a.wq = p.wq;
+  a.qweight = p.qweight;
   a.row_scale = p.row_scale;
-  a.col_scale = p.col_scale;
+  a.scale = p.scale;
   a.bias = p.bias;
   a.x = p.x;
   a.x_type = static_cast<int>(p.x_type);
   a.outlier_idx = p.outlier_idx;
   a.outlier_count = p.outlier_count;
   a.y = p.y;
-  a.outlier_mode = outlier_mode;
-  const OutlierStaging st = sm90::workspace_staging(p, outlier_mode);
+  a.outlier_mode = kInt8GemmSm90OutlierMode;
+  a.sm_count = num_sms;
+  const OutlierStaging st = sm90::workspace_staging(p, kInt8GemmSm90OutlierMode);
   a.ld = st.ld;
   a.xo = st.xo;
   a.wo = st.wo;
@@ -150,34 +130,15 @@ cudaError_t sm90::launch_int8_gemm_sm90_mode(const Int8GemmParams& p, int outlie
     cudaError_t e = sm90::launch_gather(p, st, stream);
     if (e != cudaSuccess) return e;
   }
-  // Dispatch (H100, benchmarks/cuda/sm90_harness_h100.log and
-  // benchmarks/results/sm90-variants-h100-2026-11-25-s6.log):
-  // * m <= 512: the 64x128 ping-pong kernel (5120->20480: 109 vs 120 us at m=512, 70 vs 92 at
-  //   m=256; it also hides the outlier epilogue behind the other warpgroup's mainloop), or the
-  //   64x64 one when twice its tiles still fit one wave (narrow outputs: otherwise most SMs idle).
-  // * m > 512: the 128x256 cooperative kernel (cluster 2x1) (178 vs 258 us at m=1024), unless it
-  //   would run fewer than two tiles per SM: then the 128x128 ping-pong kernel balances better
-  //   (1024x5120x20480 with 6 outliers: 218 vs 254 us; 1024x4096x16384: 121 vs 125 us).
-  // JAXINT8_SM90_PP64N=0 (environment, read once) turns the 64x64 kernel off, for measurements.
-  static const bool narrow_tiles = [] {
-    const char* v = std::getenv("JAXINT8_SM90_PP64N");
-    return v == nullptr || std::atoi(v) != 0;
-  }();
-  enum Config { kPingpong64x128 = 0, kPingpong128x128 = 1, kCooperative128x256 = 2, kPingpong64x64 = 3 };
-  const int sms = sm90::sm_count_cached();
-  const int64_t pp_tiles = ((p.m + 63) / 64) * ((p.n + 127) / 128);
-  const int64_t coop_tiles = ((p.m + 127) / 128) * ((p.n + 255) / 256);
-  const Config config = p.m <= kInt8GemmSm90PingpongMaxM
-                            ? (narrow_tiles && 2 * pp_tiles <= sms ? kPingpong64x64 : kPingpong64x128)
-                        : coop_tiles < 2 * sms ? kPingpong128x128
-                                               : kCooperative128x256;
   using GemmFn = cudaError_t (*)(const sm90::GemmArgs&, cudaStream_t);
+  // Indexed by Sm90Tile.
   static constexpr GemmFn kBf16[] = {sm90::gemm_pp_bf16, sm90::gemm_pp128_bf16, sm90::gemm_coop_bf16,
                                      sm90::gemm_pp64n_bf16};
   static constexpr GemmFn kF16[] = {sm90::gemm_pp_f16, sm90::gemm_pp128_f16, sm90::gemm_coop_f16,
                                     sm90::gemm_pp64n_f16};
   static constexpr GemmFn kF32[] = {sm90::gemm_pp_f32, sm90::gemm_pp128_f32, sm90::gemm_coop_f32,
                                     sm90::gemm_pp64n_f32};
+  const int config = static_cast<int>(tile);
   switch (p.y_type) {
     case FloatType::kBF16: return kBf16[config](a, stream);
     case FloatType::kF16: return kF16[config](a, stream);

@@ -1,6 +1,6 @@
 // Hopper (sm_90a) int8 GEMM with the whole LLM.int8() epilogue fused (CUTLASS 3, wgmma + TMA).
 //
-//   y = cast( acc * (row_scale * col_scale / 16129) + sum_t x[:, idx[t]] * W_deq[idx[t], :] + bias )
+//   y = cast( acc * (row_scale * scale / 16129) + sum_t x[:, idx[t]] * W_deq[idx[t], :] + bias )
 //
 // One launch of a small gather kernel (compact outlier operands into the workspace; it reads the
 // outlier count on the device and exits at once when it is 0) followed by one persistent CUTLASS
@@ -8,8 +8,8 @@
 // The first 8 outlier columns of each output tile are staged in shared memory and multiplied either
 // on CUDA cores in the CPU handler's exact order (mode 0, default) or on the tensor cores (mode 1:
 // mma.sync TF32, x split in three TF32 terms, integer weights exact); further columns up to
-// kInt8GemmSm90OutlierCap on CUDA cores from the workspace, beyond that straight from x / wq. Every count 0..k is handled; large counts are slow (see
-// benchmarks/cuda/SM90_NOTES.md).
+// kInt8GemmSm90OutlierCap on CUDA cores from the workspace, beyond that straight from x / qweight.
+// Every count 0..k is handled; large counts are slow (an O(count) loop per output element).
 //
 // Only compiled into the sm_90a library (JAXINT8_WITH_SM90); call only on compute capability 9.0.
 #pragma once
@@ -23,20 +23,25 @@
 namespace jaxint8::cuda {
 
 // Shape/alignment constraints of the Hopper kernels: m >= 1, n % 8 == 0, k % 16 == 0
-// (TMA needs 16-byte aligned row strides), all sizes < 2^31, 16-byte aligned xq / wq / y
-// pointers, 4-byte aligned row_scale / col_scale / bias. Anything else: use the generic path.
+// (TMA needs 16-byte aligned row strides), all sizes < 2^31, 16-byte aligned xq / qweight / y
+// pointers, 4-byte aligned row_scale / scale / bias. Anything else: use the generic path.
 bool int8_gemm_sm90_supported(const Int8GemmParams& p);
 
 // Workspace the launcher wants for these sizes (compact outlier operands, up to
-// kInt8GemmSm90OutlierCap columns stored compactly). A smaller workspace (even 0 bytes) is
-// still correct: outlier columns that do not fit are read directly from x / wq in the
+// kInt8GemmSm90OutlierCap columns stored compactly; XLA allocates it as an extra result of the
+// custom call, sized by the same formula in jaxint8/primitives.py). A smaller workspace (even 0
+// bytes) is still correct: outlier columns that do not fit are read directly from x / qweight in the
 // epilogue (slower, same numbers).
 size_t int8_gemm_sm90_workspace_bytes(int64_t m, int64_t n, int64_t k);
 inline constexpr int kInt8GemmSm90OutlierCap = 128;
 
-// m <= this: 64x128 ping-pong kernel (64x64 for narrow outputs); above: 128x256 cooperative
-// kernel (cluster 2x1) or 128x128 ping-pong (see launch_int8_gemm_sm90_mode).
-inline constexpr int64_t kInt8GemmSm90PingpongMaxM = 512;
+// The CUTLASS configurations (tile m x n; the choice is made in cuda/dispatch.cu).
+enum class Sm90Tile {
+  kPingpong64x128,      // ping-pong, one warp group's epilogue under the other's mainloop
+  kPingpong128x128,
+  kCooperative128x256,  // cooperative, cluster 2x1
+  kPingpong64x64,
+};
 
 // How the epilogue computes the outlier term: 0 = CUDA cores in the CPU handler's exact operation
 // order (bit-identical to the CPU FFI handler), 1 = tensor cores (mma.sync TF32 with a 3-term split
@@ -44,7 +49,7 @@ inline constexpr int64_t kInt8GemmSm90PingpongMaxM = 512;
 // terms cancel can differ by more than 1e-6 *relative*). Mode 1 is 10-17% faster on the
 // cooperative (m > 512) kernel with 6 outlier columns (H100: 4096x20480x5120 771 vs 857 us).
 // Default 0 so that CUDA == CPU holds bit for bit; switch to 1 once tests compare with a
-// magnitude-based tolerance. See gemm_sm90_impl.cuh and benchmarks/cuda/SM90_NOTES.md.
+// magnitude-based tolerance. See gemm_sm90_impl.cuh.
 inline constexpr int kInt8GemmSm90OutlierMode = 0;
 
 // Where launch_int8_gemm_sm90(p) stages p's outlier operands (in p.workspace; ld = 0: it does not
@@ -52,8 +57,9 @@ inline constexpr int kInt8GemmSm90OutlierMode = 0;
 // sets p.outliers_staged, and the launcher skips its gather kernel.
 OutlierStaging int8_gemm_sm90_outlier_staging(const Int8GemmParams& p);
 
-// Enqueues the GEMM on `stream` (no host synchronization; the outlier count is read only on the
-// device). Returns cudaErrorNotSupported when !int8_gemm_sm90_supported(p).
-cudaError_t launch_int8_gemm_sm90(const Int8GemmParams& p, cudaStream_t stream);
+// Enqueues the gather (unless p.outliers_staged) and the GEMM with configuration `tile` on
+// `stream` (no host synchronization; the outlier count is read only on the device); num_sms: the
+// device's SM count. Returns cudaErrorNotSupported when !int8_gemm_sm90_supported(p).
+cudaError_t launch_int8_gemm_sm90(const Int8GemmParams& p, Sm90Tile tile, int num_sms, cudaStream_t stream);
 
 }  // namespace jaxint8::cuda

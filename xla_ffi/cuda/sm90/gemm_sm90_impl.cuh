@@ -1,11 +1,11 @@
 // CUTLASS 3 (Sm90) int8 GEMM with the LLM.int8() epilogue as an epilogue visitor tree.
 // Included once per translation unit, which instantiates one configuration (see gemm_*.cu).
 //
-// The tree:  LLMInt8Node( ColBroadcast(row_scale), RowBroadcast(col_scale), RowBroadcast(bias) )
+// The tree:  LLMInt8Node( ColBroadcast(row_scale), RowBroadcast(scale), RowBroadcast(bias) )
 // LLMInt8Node gets the int32 accumulator fragment and the three broadcast fragments, and per epilogue
 // subtile computes the outlier rank-k term for the elements this thread owns, from the compact
 // operands xo [m, ld] / wo [n, ld] (16-byte loads, 4 outlier columns per step), plus a direct
-// gather from x / wq for outlier columns beyond ld. The arithmetic order is that of the CPU
+// gather from x / qweight for outlier columns beyond ld. The arithmetic order is that of the CPU
 // handler (xla_ffi/cpu/matmul_cpu.cc) with no fused multiply-adds, so the results match it bit for bit:
 //   v = float(acc) * ((rs * cs) * (1/16129));  o = sum_t (x_t * w_t) in order;  v = (v + o) + bias
 #pragma once
@@ -44,14 +44,13 @@ struct OutlierParams {
   const void* x = nullptr;
   int x_type = 1;
   const int32_t* idx = nullptr;
-  const int8_t* wq = nullptr;
-  const float* col_scale = nullptr;
+  const int8_t* qweight = nullptr;
+  const float* scale = nullptr;
   int64_t k = 0;
-  int diag = 0;  // benchmarks only: 1 = skip the outlier arithmetic, 2 = skip the smem staging
   // 0: exact mode, CUDA cores, the CPU handler's operation order (bit-identical results).
   // 1: tensor-core mode: wo holds the integer weights q; the staged columns go through
   //    mma.sync m16n8k8 TF32 with x split in three TF32 terms (x = hi + mid + lo, exact for
-  //    finite x; products with q exact), then one multiply by col_scale/127 per element.
+  //    finite x; products with q exact), then one multiply by scale/127 per element.
   //    Not bit-identical to the CPU order (differences ~1e-7 of the outlier term's magnitude).
   int mode = 0;
 };
@@ -98,8 +97,8 @@ __device__ __forceinline__ float load_x_value(const void* x, int x_type, int64_t
 }
 
 // Compute node of the tree; returns the fragment already converted to ElementD (the collective's
-// register type for a custom tree is the accumulator type otherwise). kOutliers=false gives the
-// plain fused dequant + bias epilogue (benchmark baseline).
+// register type for a custom tree is the accumulator type otherwise). kOutliers=false drops the
+// outlier term (the plain fused dequant + bias epilogue).
 template <class ElementD, class CtaTileMNK, bool kOutliers, int kStage>
 struct LLMInt8Node {
   // The first kStage (0, 4 or 8) compact outlier columns of the tile's rows and columns are staged
@@ -187,7 +186,7 @@ struct LLMInt8Node {
     // `staged` are not read).
     CUTLASS_DEVICE void begin() {
       if constexpr (kS > 0) {
-        if (staged <= 0 || params.diag == 2) return;
+        if (staged <= 0) return;
         constexpr int Q = kS / 4;  // float4 per row
         const int ld = params.ld;
         for (int i = tid; i < (TM + TN) * Q; i += nthr) {
@@ -209,7 +208,7 @@ struct LLMInt8Node {
       if constexpr (kOutliers) {
         CUTLASS_PRAGMA_UNROLL
         for (int j = 0; j < E; ++j) out[j] = 0.0f;
-        if (cnt <= 0 || params.diag == 1) return;
+        if (cnt <= 0) return;
         Tensor c = tCcD(_, _, _, epi_m, epi_n);
         int mm[E], nn[E];
         CUTLASS_PRAGMA_UNROLL
@@ -348,7 +347,7 @@ struct LLMInt8Node {
             out[j] = o;
           }
         }
-        // Columns beyond the compact store: gather from x and wq directly (slow, rare).
+        // Columns beyond the compact store: gather from x and qweight directly (slow, rare).
         if (cnt > ld) {
           const int64_t k = params.k;
           for (int t = ld; t < cnt; ++t) {
@@ -357,9 +356,9 @@ struct LLMInt8Node {
             CUTLASS_PRAGMA_UNROLL
             for (int j = 0; j < E; ++j) {
               const float xv = load_x_value(params.x, params.x_type, static_cast<int64_t>(mm[j]) * k + col);
-              const int8_t q = __ldg(params.wq + static_cast<int64_t>(nn[j]) * k + col);
+              const int8_t q = __ldg(params.qweight + static_cast<int64_t>(nn[j]) * k + col);
               const float wv = params.mode == 1 ? static_cast<float>(q)
-                                                : __fmul_rn(static_cast<float>(q), div127(__ldg(params.col_scale + nn[j])));
+                                                : __fmul_rn(static_cast<float>(q), div127(__ldg(params.scale + nn[j])));
               out[j] = __fadd_rn(out[j], __fmul_rn(xv, wv));
             }
           }
@@ -379,7 +378,7 @@ struct LLMInt8Node {
         float v = __fmul_rn(static_cast<float>(frg_acc[i]), s);
         if constexpr (kOutliers) {
           float o = out[epi_v * FragmentSize + i];
-          if (params.mode == 1) o = __fmul_rn(o, div127(frg_cs[i]));  // sum_t x*q, times col_scale/127
+          if (params.mode == 1) o = __fmul_rn(o, div127(frg_cs[i]));  // sum_t x*q, times scale/127
           v = __fadd_rn(v, o);
         }
         r[i] = __fadd_rn(v, frg_bias[i]);
@@ -493,7 +492,7 @@ typename Int8GemmKernel<Config, ElementD, kOutliers>::Gemm::Arguments make_argum
   cutlass::KernelHardwareInfo hw;
   hw.device_id = 0;
   cudaGetDevice(&hw.device_id);
-  hw.sm_count = sm_count_cached();
+  hw.sm_count = a.sm_count;
 
   OutlierParams op;
   op.xo = a.xo;
@@ -503,44 +502,24 @@ typename Int8GemmKernel<Config, ElementD, kOutliers>::Gemm::Arguments make_argum
   op.x = a.x;
   op.x_type = a.x_type;
   op.idx = a.outlier_idx;
-  op.wq = a.wq;
-  op.col_scale = a.col_scale;
+  op.qweight = a.qweight;
+  op.scale = a.scale;
   op.k = a.k;
-  op.diag = a.diag;
   op.mode = a.outlier_mode;
 
   typename Gemm::Arguments args{
       cutlass::gemm::GemmUniversalMode::kGemm,
       {M, N, Kd, 1},
-      {a.xq, stride_a, a.wq, stride_b},
+      {a.xq, stride_a, a.qweight, stride_b},
       {{}, nullptr, stride_c, static_cast<ElementD*>(a.y), stride_d},
       hw};
   auto& t = args.epilogue.thread;
   t.op_0 = typename K::RowScale::Arguments{a.row_scale, 0.0f, {_1{}, _0{}, int64_t(0)}};
-  t.op_1 = typename K::ColScale::Arguments{a.col_scale, 0.0f, {_0{}, _1{}, int64_t(0)}};
+  t.op_1 = typename K::ColScale::Arguments{a.scale, 0.0f, {_0{}, _1{}, int64_t(0)}};
   t.op_2 = typename K::Bias::Arguments{a.bias, 0.0f, {_0{}, _1{}, int64_t(0)}};
   t.op_3 = op;
 
-  if (a.swizzle > 0) args.scheduler.max_swizzle_size = a.swizzle;
-  if (a.raster > 0) args.scheduler.raster_order = static_cast<decltype(args.scheduler.raster_order)>(a.raster);
-  if constexpr (std::is_same_v<typename Config::Scheduler, cutlass::gemm::StreamKScheduler>) {
-    using SchedulerParams = cutlass::gemm::kernel::detail::PersistentTileSchedulerSm90StreamKParams;
-    using Reduction = SchedulerParams::ReductionMode;
-    using Decomposition = SchedulerParams::DecompositionMode;
-    args.scheduler.reduction_mode = Reduction::Nondeterministic;  // int32 sums: order-free
-    if (a.splits > 1) {
-      args.scheduler.splits = a.splits;
-      args.scheduler.decomposition_mode = Decomposition::SplitK;
-    }
-  }
   return args;
-}
-
-// Device workspace the configuration needs for this problem (stream-K partials; 0 otherwise).
-template <class Config, class ElementD, bool kOutliers>
-size_t gemm_workspace_bytes(const GemmArgs& a) {
-  using Gemm = typename Int8GemmKernel<Config, ElementD, kOutliers>::Gemm;
-  return Gemm::get_workspace_size(make_arguments<Config, ElementD, kOutliers>(a));
 }
 
 template <class Config, class ElementD, bool kOutliers>
@@ -549,10 +528,9 @@ cudaError_t run_int8_gemm(const GemmArgs& a, cudaStream_t stream) {
   auto args = make_arguments<Config, ElementD, kOutliers>(a);
   Gemm gemm;
   if (gemm.can_implement(args) != cutlass::Status::kSuccess) return cudaErrorNotSupported;
-  const size_t need = Gemm::get_workspace_size(args);
-  if (need > a.gemm_workspace_bytes || (need > 0 && a.gemm_workspace == nullptr)) return cudaErrorNotSupported;
-  // initialize() also clears the stream-K barrier flags (cudaMemsetAsync on `stream`).
-  cutlass::Status st = gemm.initialize(args, need > 0 ? a.gemm_workspace : nullptr, stream);
+  // The persistent (non-stream-K) schedulers of these configurations need no CUTLASS workspace.
+  if (Gemm::get_workspace_size(args) > 0) return cudaErrorNotSupported;
+  cutlass::Status st = gemm.initialize(args, nullptr, stream);
   if (st != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
   st = gemm.run(stream);
   if (st != cutlass::Status::kSuccess) {
@@ -568,13 +546,5 @@ cudaError_t run_int8_gemm(const GemmArgs& a, cudaStream_t stream) {
   namespace jaxint8::cuda::sm90 {                                                     \
   cudaError_t name(const GemmArgs& a, cudaStream_t stream) {                          \
     return run_int8_gemm<Config, ElementD, kOutliers>(a, stream);                     \
-  }                                                                                   \
-  }
-
-// The workspace query of a configuration (the size does not depend on the output type).
-#define JAXINT8_SM90_DEFINE_WORKSPACE(name, Config)                                   \
-  namespace jaxint8::cuda::sm90 {                                                     \
-  size_t name(const GemmArgs& a) {                                                    \
-    return gemm_workspace_bytes<Config, cutlass::bfloat16_t, true>(a);                \
   }                                                                                   \
   }
