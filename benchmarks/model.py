@@ -1,26 +1,38 @@
-"""Model benchmark: prefill and decode tokens/s, bf16 vs LLM.int8(), and weight memory.
+"""Model benchmark: prefill and decode tokens/s of a bf16 and an LLM.int8() model, and weight memory.
 
-OPT-6.7B- and OPT-13B-shaped models with random weights. Timing uses the first ``--layers``
-decoder layers and half as many (plus embeddings and lm_head), so the per-layer cost can be
-extrapolated to the full depth, or the exact ``--depths`` (``--depths 40``: the whole 13B shape,
-which fits an 80 GB GPU in both precisions); weight memory is computed for the full depth from the
-abstract parameter shapes.
+What it measures: OPT-6.7B- and OPT-13B-shaped decoders (``jaxint8.models``) with random weights
+(projection kernels N(0, 1/fan_in), 6 planted outlier dimensions, see ``random_params``), once in
+bf16 and once with every projection an int8 layer (threshold 6; q/k/v as one grouped op), on one
+device: seconds per prefill call and per decode step, as tokens/s, and the
+weight bytes of the full-depth models (from abstract shapes, nothing allocated).
+
+How: each timing is the median wall-clock time of ``--repeats`` executions of one jitted
+program, after a warm-up execution: a prefill of ``[batch, prompt_len]``, or a decode loop of
+``--decode-steps`` steps (one ``lax.while_loop`` on the device, KV cache, greedy) divided by the
+steps. Both models run in the same process, one after the other, and the int8/bf16 ratio is
+taken within that process. By default the first ``--layers`` decoder layers and half as many are
+timed (plus embeddings and lm_head), and the per-layer cost (the difference / the layer
+difference) is extrapolated to the full depth; ``--depths 40`` times the whole 13B shape (26 GB
+bf16 + 13 GB int8 on the device). ``--trace`` adds, from the device timeline
+(``benchmarks/timeline.py``), the GPU time per decode step by kernel class and the top kernels.
+``--kernel-options`` pins jaxint8's CUDA kernels (``jaxint8.KernelOptions`` fields, recorded in
+the JSON).
+
+Output: a JSON file, a PNG (needs matplotlib: ``pip install ".[bench]"``) and a table on stdout.
 
 Usage::
 
     python benchmarks/model.py                 # GPU: 6.7B- and 13B-shaped, 4 layers timed
-    python benchmarks/model.py --tiny          # CPU smoke test (seconds)
+    python benchmarks/model.py --tiny          # CPU smoke test
     python benchmarks/model.py --configs 13b --layers 8 --decode-batch 1 16
-    python benchmarks/model.py --configs 13b --depths 40 --prompt-len 0 --decode-batch 1   # whole model
-
-Writes ``benchmarks/results/model_<tag>.json`` and ``.png`` (if matplotlib is installed) and prints
-a table. Int8 ratios are int8 / bf16 throughput measured in the same run.
+    python benchmarks/model.py --configs 13b --depths 40 --prompt-len 0 --decode-batch 1 \\
+        --decode-steps 32 --repeats 3          # the whole 13B shape, decode at batch 1
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import datetime
 import json
 import os
 import platform
@@ -28,16 +40,33 @@ import statistics
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import devicetime  # noqa: E402
+import layer  # noqa: E402  (argument types, plot message; no jax import)
+import timeline  # noqa: E402
 
-from jaxint8.models import ModelConfig, QuantConfig, abstract_params, build_model, quantize_model
-from jaxint8.models.generation import GenerationConfig, decode, prefill
-from jaxint8.models.layers import init_kv_cache
+# Bound by _load() once the arguments are parsed, so that --help and argument errors do not wait
+# for jax and flax to import.
+jax = jnp = np = None
+ModelConfig = QuantConfig = abstract_params = build_model = quantize_model = None
+GenerationConfig = decode = prefill = init_kv_cache = _normal = None
+
+
+def _load():
+    """Imports jax, numpy and jaxint8.models into this module."""
+    global jax, jnp, np, ModelConfig, QuantConfig, abstract_params, build_model, quantize_model
+    global GenerationConfig, decode, prefill, init_kv_cache, _normal
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxint8.models import ModelConfig, QuantConfig, abstract_params, build_model, quantize_model
+    from jaxint8.models.generation import GenerationConfig, decode, prefill
+    from jaxint8.models.layers import init_kv_cache
+
+    # One small program per leaf shape (compiled once, reused by every layer): a single program
+    # drawing a 40-layer model's leaves took 2 minutes to compile on an H100 machine.
+    _normal = jax.jit(_normal_impl, static_argnames=("shape", "dtype", "std"))
+
 
 CONFIGS = {
     # OPT shapes (Zhang et al. 2022, Table 1).
@@ -123,10 +152,7 @@ def random_params(model, seed=0, outlier_dims: int = 6, outlier_scale: float = 2
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-# One small program per leaf shape (compiled once, reused by every layer): a single program
-# drawing a 40-layer model's leaves took 2 minutes to compile on the H100 machine.
-@functools.partial(jax.jit, static_argnames=("shape", "dtype", "std"))
-def _normal(key, shape, dtype, std):
+def _normal_impl(key, shape, dtype, std):
     return (std * jax.random.normal(key, shape)).astype(dtype)
 
 
@@ -212,7 +238,7 @@ def trace_decode(run_decode, decode_steps: int, execs: int = 2) -> dict | None:
     read-back), not kernel-bound.
     """
     # 50 ms between executions: a deep model's decode loop can idle for milliseconds inside one.
-    dev = devicetime.trace_programs({"decode": (run_decode, ())}, decode_steps, execs, exec_gap_s=0.05)
+    dev = timeline.trace_programs({"decode": (run_decode, ())}, decode_steps, execs, exec_gap_s=0.05)
     if dev is None:
         return None
     d = dev["decode"]
@@ -372,7 +398,7 @@ def print_table(results: dict) -> None:
 
 
 def targets(results: dict) -> list[dict]:
-    """The issue's targets that this run can check (memory always; decode speed for 13b)."""
+    """The project's targets that this run can check (memory always; decode speed for 13b)."""
     out = []
 
     def add(name, value, minimum):
@@ -407,7 +433,7 @@ def plot(results: dict, path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib not installed: no plot")
+        print(layer.MATPLOTLIB_MISSING)
         return
     names = list(results["configs"])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -441,52 +467,65 @@ def plot(results: dict, path: str) -> None:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog="Methodology: the module docstring of this file.")
     p.add_argument("--tiny", action="store_true", help="small CPU smoke test")
     p.add_argument("--configs", nargs="+", default=None, choices=list(CONFIGS))
-    p.add_argument("--layers", type=int, default=4, help="decoder layers to time (memory is full depth)")
-    p.add_argument("--depths", type=int, nargs="+", default=None,
+    p.add_argument("--layers", type=layer.positive_int, default=4,
+                   help="decoder layers to time (memory is full depth)")
+    p.add_argument("--depths", type=layer.positive_int, nargs="+", default=None,
                    help="exact depths to time, one or two (overrides --layers), e.g. 4 40")
     p.add_argument("--prompt-len", type=int, nargs="+", default=[512, 2048], help="prefill lengths (0: none)")
-    p.add_argument("--prefill-batch", type=int, nargs="+", default=[1])
-    p.add_argument("--decode-batch", type=int, nargs="+", default=[1, 16])
-    p.add_argument("--decode-prompt-len", type=int, default=128)
-    p.add_argument("--decode-steps", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--prefill-batch", type=layer.positive_int, nargs="+", default=[1])
+    p.add_argument("--decode-batch", type=layer.positive_int, nargs="+", default=[1, 16])
+    p.add_argument("--decode-prompt-len", type=layer.positive_int, default=128)
+    p.add_argument("--decode-steps", type=layer.positive_int, default=64)
+    p.add_argument("--repeats", type=layer.positive_int, default=5)
     p.add_argument("--threshold", type=float, default=6.0)
     p.add_argument("--no-group", action="store_true",
-                   help="int8 q/k/v (gate/up) one by one instead of one grouped op (A/B)")
+                   help="int8 q/k/v (gate/up) one by one instead of one grouped op")
     p.add_argument("--trace", action="store_true", help="trace the decode loop: span, busy time, kernels per step")
     p.add_argument("--outlier-dims", type=int, default=6, help="planted systematic outlier dims (0: none)")
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/model_<tag>.json)")
+    p.add_argument("--kernel-options", type=layer.kernel_options_arg, default={}, metavar="FIELD=VALUE,...",
+                   help="jaxint8.KernelOptions for the int8 model, e.g. decode=mma (default automatic)")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/out/model-<device>.json)")
     args = p.parse_args(argv)
-    if args.depths and (len(args.depths) > 2 or min(args.depths) < 1):
-        p.error(f"--depths takes one or two depths >= 1 (the per-layer cost comes from two), "
-                f"got {args.depths}")
+    if args.depths and len(args.depths) > 2:
+        p.error(f"--depths takes one or two depths (the per-layer cost comes from two), got {args.depths}")
+    if min(args.prompt_len) < 0:
+        p.error(f"--prompt-len takes lengths >= 0, got {args.prompt_len}")
+    if args.out:
+        layer.writable_dir(p, "--out", args.out)
     if args.tiny:
         args.configs = args.configs or ["tiny"]
         args.prompt_len, args.decode_batch, args.decode_steps, args.repeats = [32], [1, 4], 8, 2
         args.decode_prompt_len = 16
     args.configs = args.configs or ["6.7b", "13b"]
+    options = layer.make_kernel_options(p, args.kernel_options)
+    _load()
+    import jaxint8
 
     dev = jax.devices()[0]
     results = {
         "device": getattr(dev, "device_kind", str(dev)),
         "platform": dev.platform,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "jax": jax.__version__,
         "python": platform.python_version(),
         "argv": sys.argv[1:] if argv is None else list(argv),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "kernel_options": layer.options_dict(options),
         "configs": {},
     }
-    for name in args.configs:
-        print(f"benchmarking {name} ...", flush=True)
-        results["configs"][name] = bench_config(name, args)
+    tag = "tiny" if args.tiny else results["device"].replace(" ", "_").lower()
+    out = args.out or os.path.join(layer.OUT_DIR, f"model-{tag}.json")
+    layer.writable_dir(p, "--out", out)
+    with jaxint8.kernel_options(options):
+        for name in args.configs:
+            print(f"benchmarking {name} ...", flush=True)
+            results["configs"][name] = bench_config(name, args)
     results["targets"] = targets(results)
     print_table(results)
-    tag = "tiny" if args.tiny else results["device"].replace(" ", "_").lower()
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"model_{tag}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         json.dump(results, f, indent=2)
     print(f"wrote {out}")

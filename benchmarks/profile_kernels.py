@@ -1,34 +1,48 @@
-"""Per-kernel GPU times of the jaxint8 ops, for `ncu` (no timing of its own).
+"""Per-kernel GPU times of the jaxint8 ops under Nsight Compute (ncu); no timing of its own.
 
-  ncu --clock-control none --metrics gpu__time_duration.sum --csv \\
-      python benchmarks/profile_kernels.py > prof.csv
-  python benchmarks/profile_kernels.py --summarize prof.csv
+What it does: runs the LLM.int8() ops (threshold 6 with 6 planted outlier columns, and
+threshold 0) at 5120->20480 (or ``--shapes``) and several token counts, ``--repeats`` times each,
+so that ``ncu`` can time every kernel launch; ``--summarize`` turns ncu's CSV into the median
+time per (kernel, grid). ``--op`` picks the call: ``fused`` (``llm_int8_matmul``, one custom
+call; at one token the one-token GEMV), ``chain`` (``quantize_activations`` then
+``int8_matmul``, the path of sharded layouts) or ``group3`` (``llm_int8_matmul_group`` over the
+weight's columns split in three, a model's q/k/v). ``--kernel-options`` pins the kernels
+(``jaxint8.KernelOptions`` fields). For kernel time vs wall time without ncu, see
+``benchmarks/timeline.py``. ``benchmarks/gpu_check.sh`` runs this in its "profile" phase.
 
-Runs quantize_activations + int8_matmul (threshold 6 with 6 planted outlier columns, and 0)
-for 5120->20480 (or --shapes) at several token counts, 3 times each, each case between NVTX-free
-marker kernels (a tiny jnp op with a distinctive size) so the summary can split the cases.
-``--op fused`` runs llm_int8_matmul (the fused target: at one token the one-token GEMV),
-``--op group3`` llm_int8_matmul_group with the weight's columns split into three weights (the
-q/k/v shape of a model).
+Usage (GPU machine, extension built)::
 
-Hardware counters of one kernel (stall reasons, DRAM throughput), e.g. the one-token GEMV:
+    ncu --clock-control none --metrics gpu__time_duration.sum --csv \\
+        python benchmarks/profile_kernels.py > prof.csv
+    python benchmarks/profile_kernels.py --summarize prof.csv
 
-  ncu --clock-control none -k regex:token_gemv -c 2 --section SpeedOfLight \
-      --section WarpStateStats python benchmarks/profile_kernels.py --op fused --tokens 1 \
-      --thresholds 6 --repeats 1
+    ncu --clock-control none --metrics gpu__time_duration.sum --csv \\
+        python benchmarks/profile_kernels.py --kernel-options gemm=tiled > prof-tiled.csv
+
+Hardware counters of one kernel (stall reasons, DRAM throughput), e.g. the one-token GEMV::
+
+    ncu --clock-control none -k regex:token_gemv -c 2 --section SpeedOfLight \\
+        --section WarpStateStats python benchmarks/profile_kernels.py --op fused --tokens 1 \\
+        --thresholds 6 --repeats 1
 """
+
+from __future__ import annotations
 
 import argparse
 import collections
 import csv
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import layer  # noqa: E402  (argument types; no jax import)
 
 SHAPES = [(5120, 20480)]
 TOKENS = [1, 16, 128, 1024, 4096]
 
 
 def op_fn(op: str, thr: float):
-    """f(x, weights) for --op: the three-kernel chain, the fused target, or the grouped one."""
+    """f(x, weights) for --op: the fused target, the three-primitive chain, or the grouped one."""
     import jaxint8
     from jaxint8 import primitives
 
@@ -43,20 +57,19 @@ def op_fn(op: str, thr: float):
     return lambda x, qws: jaxint8.llm_int8_matmul_group(x, qws, threshold=thr)
 
 
-def run(shapes, tokens, op="chain", thresholds=(6.0, 0.0), repeats=3):
+def run(shapes, tokens, op, thresholds, repeats):
     import jax
     import jax.numpy as jnp
+
     import jaxint8
 
     for h, o in shapes:
         w = 0.02 * jax.random.normal(jax.random.key(0), (h, o), jnp.float32)
         parts = 3 if op == "group3" else 1
-        if o % parts:
-            raise SystemExit(f"--op group3 needs out features divisible by 3, got {h}x{o}")
         qws = tuple(jaxint8.quantize_weight(p) for p in jnp.split(w, parts, axis=1))
         for s in tokens:
             x = jax.random.normal(jax.random.key(s), (s, h), jnp.float32)
-            x = x.at[:, jnp.arange(6) * 97].multiply(30.0).astype(jnp.bfloat16)
+            x = x.at[:, (jnp.arange(6) * 97) % h].multiply(30.0).astype(jnp.bfloat16)
             for thr in thresholds:
                 f = jax.jit(op_fn(op, thr))
                 jax.block_until_ready(f(x, qws))
@@ -66,40 +79,66 @@ def run(shapes, tokens, op="chain", thresholds=(6.0, 0.0), repeats=3):
 
 
 def summarize(path):
+    """Median µs per (kernel, grid) of the jaxint8 / CUTLASS kernels in an ncu CSV."""
     rows = []
     with open(path) as f:
-        lines = [l for l in f if l.startswith('"')]
+        lines = [line for line in f if line.startswith('"')]
     for r in csv.DictReader(lines):
         if r.get("Metric Name") == "gpu__time_duration.sum":
-            rows.append((r["Kernel Name"], r["Grid Size"], float(r["Metric Value"].replace(",", "")), r.get("Metric Unit", "")))
-    # Consecutive launches of the same kernel and grid form one group (one case, repeated).
-    groups = []
+            rows.append((r["Kernel Name"], r["Grid Size"], float(r["Metric Value"].replace(",", "")),
+                         r.get("Metric Unit", "")))
+    out = collections.OrderedDict()
     for name, grid, v, unit in rows:
         if not any(t in name for t in ("jaxint8", "cutlass", "gather")):
             continue
         scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(unit, 1e-3)
         short = name.split("(")[0].replace("jaxint8::<unnamed>::", "").replace("void ", "")[:48]
-        groups.append((short, grid, v * scale))
-    out = collections.OrderedDict()
-    for i, (short, grid, us) in enumerate(groups):
-        out.setdefault((short, grid), []).append(us)
+        out.setdefault((short, grid), []).append(v * scale)
+    if not out:
+        print(f"{path}: no jaxint8 kernel times (expected ncu --metrics gpu__time_duration.sum --csv output)")
     for (short, grid), vs in out.items():
         vs = sorted(vs)
         print(f"{vs[len(vs) // 2]:9.1f} us  n={len(vs):<3} {grid:<14} {short}")
 
 
+def float_list(text):
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid float list value: {text!r} (comma-separated thresholds >= 0, e.g. 6,0)")
+    return values
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog="Usage with ncu: the module docstring of this file.")
+    ap.add_argument("--summarize", metavar="CSV", help="print the median time per kernel of an ncu CSV")
+    ap.add_argument("--tokens", type=layer.int_list, default=TOKENS, metavar="N,...",
+                    help="default " + ",".join(map(str, TOKENS)))
+    ap.add_argument("--shapes", type=layer.shape_list, default=SHAPES, metavar="INxOUT,...",
+                    help="default 5120x20480")
+    ap.add_argument("--op", choices=("fused", "chain", "group3"), default="fused")
+    ap.add_argument("--thresholds", type=float_list, default=[6.0, 0.0], metavar="T,...", help="default 6,0")
+    ap.add_argument("--repeats", type=layer.positive_int, default=3)
+    ap.add_argument("--kernel-options", type=layer.kernel_options_arg, default={}, metavar="FIELD=VALUE,...",
+                    help="jaxint8.KernelOptions, e.g. gemm=tiled (default automatic)")
+    args = ap.parse_args(argv)
+    if args.summarize:
+        if not os.path.isfile(args.summarize):
+            sys.exit(f"{ap.prog}: error: {args.summarize}: no such file")
+        summarize(args.summarize)
+        return
+    if args.op == "group3" and any(o % 3 for _, o in args.shapes):
+        ap.error("--op group3 needs out features divisible by 3")
+    options = layer.make_kernel_options(ap, args.kernel_options)
+    import jaxint8
+
+    with jaxint8.kernel_options(options):
+        run(args.shapes, args.tokens, args.op, args.thresholds, args.repeats)
+
+
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--summarize")
-    ap.add_argument("--tokens", default=",".join(map(str, TOKENS)))
-    ap.add_argument("--shapes", default=",".join(f"{h}x{o}" for h, o in SHAPES))
-    ap.add_argument("--op", choices=("chain", "fused", "group3"), default="chain")
-    ap.add_argument("--thresholds", default="6,0")
-    ap.add_argument("--repeats", type=int, default=3)
-    a = ap.parse_args()
-    if a.summarize:
-        summarize(a.summarize)
-    else:
-        run([tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")],
-            [int(t) for t in a.tokens.split(",")], a.op,
-            tuple(float(t) for t in a.thresholds.split(",")), a.repeats)
+    main()

@@ -1,6 +1,7 @@
 """Tensor-parallel throughput of the LLM.int8 matmul: a layer and an MLP block at TP = 1, 2, 4.
 
-For each tensor-parallel degree (a 1-D ``model`` mesh over the first TP devices):
+What it measures: for each tensor-parallel degree (a 1-D ``model`` mesh over the first TP
+devices):
 
 * ``col``   layer ``x [T, h] @ W [h, f]``, W column parallel (output features split): no comm.
 * ``row``   layer ``x [T, f] @ W [f, h]``, W row parallel (input features split, x split the
@@ -8,16 +9,28 @@ For each tensor-parallel degree (a 1-D ``model`` mesh over the first TP devices)
 * ``mlp``   Megatron block ``down(gelu(up(x)))``, up column parallel, down row parallel: the
             same two all-reduces, once per block.
 
-each for LLM.int8 (``jaxint8.llm_int8_matmul``, threshold 6, a few outlier columns planted in x)
-and for the bf16 XLA matmul with the same shardings. Reported: median time per call, tokens/s,
-speedup over TP=1 and scaling efficiency (speedup / TP). Table on stdout, JSON in
-``benchmarks/results/sharded_<platform>_<n>dev.json``.
+each for LLM.int8 (``jaxint8.llm_int8_matmul``, threshold 6, ``--outliers`` outlier columns
+planted in x) and for the bf16 XLA matmul with the same shardings.
+
+How: each case is one compiled program; after ``--warmup`` calls, the median wall-clock time of
+``--iters`` calls (each waited for) is the time per call. Reported: time per call, tokens/s,
+int8/bf16 ratio (same process), speedup over TP=1 and scaling efficiency (speedup / TP), the
+collective bytes per device read from the compiled HLO, and whether any collective moves the
+int8 weight (it never should: the script exits 1 if one does). Table on stdout, JSON in
+``benchmarks/out/sharded_<platform>_<n>dev.json`` (or ``--out``).
 
 Usage::
 
     python benchmarks/sharded.py                     # GPUs: h=8192, f=28672, T in 1024 4096
     python benchmarks/sharded.py --tokens 1024 --hidden 5120 --ffn 20480
     python benchmarks/sharded.py --cpu --quick       # smoke test on 4 virtual CPU devices
+
+On a machine with 2-4 GPUs, with the CUDA extension built (``PHASES=build bash
+benchmarks/gpu_check.sh``), the whole multi-GPU check is::
+
+    pytest -q tests/test_sharding.py                  # every layout vs 1 GPU, no int8 collectives
+    python benchmarks/multihost.py --launch 2         # 2 processes x 1 GPU under jax.distributed
+    python benchmarks/sharded.py                      # this benchmark
 """
 
 from __future__ import annotations
@@ -29,27 +42,37 @@ import statistics
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from layer import OUT_DIR, positive_int, writable_dir  # noqa: E402  (no jax import)
 
-def parse():
+
+def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096])
-    ap.add_argument("--hidden", type=int, default=8192)
-    ap.add_argument("--ffn", type=int, default=28672)
-    ap.add_argument("--tp", type=int, nargs="+", default=[1, 2, 4])
-    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--tokens", type=positive_int, nargs="+", default=[1024, 4096])
+    ap.add_argument("--hidden", type=positive_int, default=8192)
+    ap.add_argument("--ffn", type=positive_int, default=28672)
+    ap.add_argument("--tp", type=positive_int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--iters", type=positive_int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--outliers", type=int, default=8, help="outlier columns planted in x")
     ap.add_argument("--cpu", action="store_true", help="run on 4 virtual CPU devices")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, few iterations")
-    ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
-    args = ap.parse_args()
+    ap.add_argument("--out", default=None, help="JSON path (default benchmarks/out/sharded_<platform>_<n>dev.json)")
+    args = ap.parse_args(argv)
+    if args.out:
+        writable_dir(ap, "--out", args.out)
     if args.quick:
         args.tokens, args.hidden, args.ffn, args.iters, args.warmup = [128], 256, 512, 3, 1
+    if args.warmup < 0:
+        ap.error(f"argument --warmup: must be >= 0, got {args.warmup}")
+    if not 0 <= args.outliers <= min(args.hidden, args.ffn):
+        ap.error(f"argument --outliers: must be between 0 and the feature count "
+                 f"({min(args.hidden, args.ffn)}), got {args.outliers}")
     return args
 
 
-def main():
-    args = parse()
+def main(argv=None):
+    args = parse(argv)
     if args.cpu:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                    + " --xla_force_host_platform_device_count=4")
@@ -166,8 +189,7 @@ def main():
               f"{r.get('bf16_speedup', float('nan')):11.2f}x "
               f"{r.get('bf16_efficiency', float('nan')):5.2f} "
               f"{r['comm_bytes_per_device'] / 1e6:8.3f} {str(r['weight_moved']):>7s}")
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"sharded_{platform}_{len(devices)}dev.json")
+    out = args.out or os.path.join(OUT_DIR, f"sharded_{platform}_{len(devices)}dev.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as fh:
         json.dump({"device": devices[0].device_kind, "n_devices": len(devices),
