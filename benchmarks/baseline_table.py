@@ -13,7 +13,9 @@ from ``benchmarks/layer.py`` and ``benchmarks/model.py`` output. Schema::
           "date": "2026-12-02",         # day of the measurement
           "command": "python benchmarks/layer.py --methods bf16,jaxint8,jaxint8_t0 --reps 5",
           "commit": "<sha>",            # the code measured
-          "source": "<file name>",      # the output file the numbers come from
+          "source": "<file name>",      # the output file the numbers come from; sources under
+                                        # benchmarks/results/ are in git history:
+                                        # git show 8882dd63986d:<source>
           "kernel_options": {...},      # optional: non-default jaxint8.KernelOptions of the run
           "note": "...",                # optional: provenance
           "footnote": "...",            # optional: printed under the table, its cells marked

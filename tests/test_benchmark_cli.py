@@ -1,0 +1,220 @@
+"""The benchmark scripts' command lines (CPU): --help without jax, argparse errors instead of
+tracebacks, one-line messages for missing files, the baseline files and their table tool."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+SCRIPTS = ["layer", "model", "sharded", "multihost", "timeline", "profile_kernels",
+           "sanitize_cases", "baseline_table"]
+
+# Runs a script as __main__ with the given arguments, then reports its exit code and whether
+# jax got imported.
+DRIVER = """
+import runpy, sys
+script, args = sys.argv[1], sys.argv[2:]
+sys.argv = [script] + args
+code = 0
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit as e:
+    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+print("DRIVER", code, "jax" in sys.modules)
+"""
+
+
+def run(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_exits_0_without_importing_jax(script):
+    p = run("-c", DRIVER, BENCH / f"{script}.py", "--help", timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "usage:" in p.stdout
+    assert p.stdout.strip().splitlines()[-1] == "DRIVER 0 False", p.stdout[-500:]
+
+
+BAD_ARGS = [
+    ("layer", ["--tokens", "abc"], "argument --tokens: invalid int list value: 'abc'"),
+    ("model", ["--configs", "70b"], "argument --configs: invalid choice: '70b'"),
+    ("sharded", ["--tp", "0"], "argument --tp: invalid positive int value: '0'"),
+    ("multihost", ["--num-processes", "2"], "without --launch N, give --coordinator, --process-id"),
+    ("timeline", ["--shapes", "5120"], "argument --shapes: invalid shape list value: '5120'"),
+    ("profile_kernels", ["--thresholds", "six"], "argument --thresholds: invalid float list value: 'six'"),
+    ("sanitize_cases", ["--bogus"], "unrecognized arguments: --bogus"),
+    ("baseline_table", ["--record", "out.json"], "--record needs --gpu and --commit"),
+]
+
+
+@pytest.mark.parametrize("script,args,message", BAD_ARGS, ids=[b[0] for b in BAD_ARGS])
+def test_bad_argument_is_an_argparse_error(script, args, message):
+    p = run(BENCH / f"{script}.py", *args, timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert message in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_bad_kernel_option_value_names_the_choices():
+    p = run(BENCH / "layer.py", "--kernel-options", "gemm=fast", timeout=60)
+    assert p.returncode == 2
+    assert "argument --kernel-options: KernelOptions: gemm must be one of" in p.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["baseline_table", "missing-baseline.json"],
+    ["profile_kernels", "--summarize", "missing-ncu.csv"],
+])
+def test_missing_file_is_one_line(args):
+    p = run(BENCH / f"{args[0]}.py", *args[1:], timeout=60)
+    assert p.returncode == 1
+    assert p.stderr.strip().count("\n") == 0, p.stderr
+    assert "no such file" in p.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# baseline files
+
+
+def baselines():
+    return sorted((BENCH / "baselines").glob("*.json"))
+
+
+def test_benchmarks_folder_tracks_few_result_files():
+    assert {p.name for p in baselines()} >= {"h100.json", "h200.json"}
+    try:
+        tracked = subprocess.run(["git", "ls-files", "benchmarks"], cwd=ROOT, capture_output=True,
+                                 text=True, timeout=60, check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("not a git checkout")
+    results = [p for p in tracked if Path(p).suffix in (".json", ".png", ".log", ".csv", ".diff", ".txt")]
+    assert len(results) <= 10, results
+
+
+@pytest.mark.parametrize("path", baselines(), ids=lambda p: p.name)
+def test_baseline_file_is_consistent(path):
+    data = json.loads(path.read_text())
+    assert set(data) == {"gpu", "entries"}
+    names = {e["name"] for e in data["entries"]}
+    assert {"layer", "model"} <= names
+    for e in data["entries"]:
+        assert {"name", "date", "command", "commit", "source", "results"} <= set(e), e.get("source")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d", e["date"])
+        assert re.fullmatch(r"[0-9a-f]{7,40}", e["commit"])
+        assert e["command"].startswith(f"python benchmarks/{e['name'].split('-')[0]}.py")
+        assert e["results"]
+        for r in e["results"]:
+            if e["name"].startswith("layer"):
+                assert {"in", "out", "tokens", "bf16_us"} <= set(r)
+                for m in ("xla_int8", "jaxint8", "jaxint8_t0"):
+                    if f"{m}_us" in r:  # the ratio is bf16 time / method time, to 2 decimals
+                        assert abs(r["bf16_us"] / r[f"{m}_us"] - r[f"{m}_ratio"]) < 0.01, r
+            else:
+                assert abs(r["int8_tok_s"] / r["bf16_tok_s"] - r["ratio"]) < 0.01, r
+
+
+# ---------------------------------------------------------------------------------------------
+# baseline_table.py: record, table, check
+
+
+def layer_output(path, device="NVIDIA Test GPU"):
+    rows = []
+    for h, o in [(4096, 16384), (5120, 20480)]:
+        for s, bf16, j8 in [(1, 40e-6, 20e-6), (128, 50e-6, 40e-6)]:
+            rows.append({"h": h, "o": o, "s": s, "bf16": bf16, "jaxint8": j8, "bf16_relerr": 0.002,
+                         "jaxint8_relerr": 0.0101, "quant": 5e-6, "gemm": 15e-6, "timing": "device"})
+    rows[-1]["jaxint8"] = 1.234e-3  # 5120->20480 at 128 tokens: ratio 0.04
+    meta = {"device": device, "date": "2026-12-05T10:00:00+00:00", "kernel_options": {"decode": "mma"},
+            "command": "/usr/bin/python3 benchmarks/layer.py --tokens 1,128 --out /tmp/x.json --reps 5"}
+    path.write_text(json.dumps({"meta": meta, "rows": rows}))
+    return path
+
+
+def model_output(path, device="NVIDIA Test GPU"):
+    path.write_text(json.dumps({
+        "device": device, "date": "2026-12-05T11:00:00+00:00", "kernel_options": {},
+        "argv": ["--configs", "13b", "--depths", "40", "--out", "/tmp/m.json"],
+        "configs": {"13b": {"config": {"timed_layers": [40]}, "memory": {"total_ratio": 1.9577},
+                            "timing": [{"kind": "decode", "batch": 1, "prompt_len": 128, "bf16": 100.0,
+                                        "int8": 150.0, "ratio": 1.5}]}}}))
+    return path
+
+
+TABLE = """| in→out | 1 tok | 128 tok |
+|---|---|---|
+| 4096→16384 | 2.00 | 1.25 |
+| 5120→20480 | 2.00 | 0.04 |"""
+MODEL_LINE = ("13B-shaped OPT decoder, 40 layers, decode at batch 1: bf16 100.0 tok/s, int8 150.0 tok/s, "
+              "**1.50×** bf16; weights 1.96× smaller.")
+
+
+def test_record_then_table_then_check(tmp_path):
+    base = tmp_path / "test.json"
+    for out, name in [(layer_output(tmp_path / "l.json"), "layer"), (model_output(tmp_path / "m.json"), "model")]:
+        p = run(BENCH / "baseline_table.py", base, "--record", out, "--gpu", "test", "--name", name,
+                "--commit", "0123abc")
+        assert p.returncode == 0, p.stderr
+    data = json.loads(base.read_text())
+    layer, model = data["entries"]
+    assert data["gpu"] == "NVIDIA Test GPU"
+    assert layer["command"] == "python benchmarks/layer.py --tokens 1,128 --reps 5"
+    assert layer["kernel_options"] == {"decode": "mma"} and layer["source"] == "l.json"
+    assert layer["results"][0] == {"in": 4096, "out": 16384, "tokens": 1, "bf16_us": 40.0, "jaxint8_us": 20.0,
+                                   "jaxint8_ratio": 2.0, "jaxint8_err": 0.0101, "quant_us": 5.0, "gemm_us": 15.0}
+    assert model["command"] == "python benchmarks/model.py --configs 13b --depths 40"
+
+    p = run(BENCH / "baseline_table.py", base)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == TABLE + "\n\n" + MODEL_LINE + "\n"
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nintro\n\n{TABLE}\n\nmore text\n\n{MODEL_LINE}\n")
+    p = run(BENCH / "baseline_table.py", base, "--check", readme)
+    assert p.returncode == 0, p.stdout
+    readme.write_text(f"# x\n\nintro\n\n{TABLE.replace('0.04', '0.05')}\n\n{MODEL_LINE}\n")
+    p = run(BENCH / "baseline_table.py", base, "--check", readme)
+    assert p.returncode == 1
+    assert "-| 5120→20480 | 2.00 | 0.05 |\n+| 5120→20480 | 2.00 | 0.04 |" in p.stdout
+
+
+def test_record_refuses_another_gpu(tmp_path):
+    base = tmp_path / "test.json"
+    base.write_text(json.dumps({"gpu": "NVIDIA H200", "entries": []}))
+    p = run(BENCH / "baseline_table.py", base, "--record", layer_output(tmp_path / "l.json"), "--gpu", "test",
+            "--commit", "0123abc")
+    assert p.returncode == 1
+    assert "was measured on 'NVIDIA Test GPU'" in p.stderr
+    assert json.loads(base.read_text())["entries"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# layer.py end to end on CPU (wall time), without matplotlib
+
+
+def test_layer_runs_on_cpu_and_says_when_the_plot_is_skipped(tmp_path):
+    fake = tmp_path / "site" / "matplotlib"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('matplotlib hidden by the test')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(fake.parent), os.environ.get("PYTHONPATH")])),
+               JAX_PLATFORMS="cpu")
+    out = tmp_path / "layer.json"
+    p = run(BENCH / "layer.py", "--shapes", "64x48", "--tokens", "1,3", "--reps", "1", "--calls", "2",
+            "--kernel-options", "gemm=tiled", "--out", out, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert 'plot skipped: matplotlib is not installed (pip install ".[bench]")' in p.stdout.splitlines()
+    data = json.loads(out.read_text())
+    assert data["meta"]["kernel_options"] == {"gemm": "tiled"}
+    assert data["meta"]["methods"] == ["bf16", "xla_int8", "jaxint8", "jaxint8_t0"]
+    assert [(r["h"], r["o"], r["s"]) for r in data["rows"]] == [(64, 48, 1), (64, 48, 3)]
+    for r in data["rows"]:
+        assert r["jaxint8_relerr"] < r["xla_int8_relerr"] < 0.2  # the outlier columns need decomposition
