@@ -163,7 +163,9 @@ def _line_running(lines: list[str], cmd: str) -> int:
     """Index of the one line that runs exactly ``cmd`` (alone, or as ``if ! cmd > log ...``)."""
     pattern = re.compile(r"^(?:if\s+!\s+)?" + re.escape(cmd) + r"(?:\s*$|\s+[>|;&])")
     found = [i for i, ln in enumerate(lines) if pattern.match(ln)]
-    assert len(found) == 1, f".ci/run should run {cmd!r} exactly once, found lines {found}"
+    assert len(found) == 1, (f".ci/run should run the README's line {cmd!r} exactly once (CI and "
+                             f"the README run the same commands), found it on lines "
+                             f"{[i + 1 for i in found]}")
     return found[0]
 
 
