@@ -67,7 +67,7 @@ def _quantize(x, multiplier):
 def quantize_weight(w):
     """Vector-wise int8 quantization of a float weight ``w [in, out]``.
 
-    Returns ``(wq, scale)``: ``wq`` int8 ``[out, in]`` (K-major, the layout the int8 tensor cores
+    Returns ``(qweight, scale)``: ``qweight`` int8 ``[out, in]`` (K-major, the layout the int8 tensor cores
     want) and ``scale`` float32 ``[out]`` with ``scale[j] = max_i |w[i, j]|``. A zero column gets
     scale 0 and zeros.
     """
@@ -81,9 +81,9 @@ def quantize_weight_out_in(w):
     return _quantize(w, _multiplier(scale)[:, None]), scale
 
 
-def dequantize_weight(wq, scale, dtype=jnp.float32):
-    """``W_deq [out, in] = wq * scale / 127`` (the layout of ``wq``)."""
-    return (wq.astype(jnp.float32) * (scale / QUANT_RANGE)[:, None]).astype(dtype)
+def dequantize_weight(qweight, scale, dtype=jnp.float32):
+    """``W_deq [out, in] = qweight * scale / 127`` (the layout of ``qweight``)."""
+    return (qweight.astype(jnp.float32) * (scale / QUANT_RANGE)[:, None]).astype(dtype)
 
 
 def column_absmax(x):
@@ -126,34 +126,34 @@ def _mask_from_idx(idx, count, h):
     return jnp.any(onehot, axis=-2)
 
 
-def int8_matmul(xq, row_scale, x, outlier_idx, outlier_count, wq, w_scale, bias=None,
+def int8_matmul(xq, row_scale, x, outlier_idx, outlier_count, qweight, scale, bias=None,
                 out_dtype=None):
     """The fused GEMM of the FFI target ``jaxint8_int8_matmul`` (DESIGN §1 steps 3-6).
 
-    ``dequant(xq @ wq^T) + x[:, O] @ W_deq[O, :] (+ bias)``, the outlier part and the sum in
+    ``dequant(xq @ qweight^T) + x[:, O] @ W_deq[O, :] (+ bias)``, the outlier part and the sum in
     float32, cast to ``out_dtype`` (default ``x.dtype``). Leading dims are independent problems.
     """
     out_dtype = x.dtype if out_dtype is None else out_dtype
-    acc = lax.dot_general(xq, wq, (((xq.ndim - 1,), (1,)), ((), ())),
+    acc = lax.dot_general(xq, qweight, (((xq.ndim - 1,), (1,)), ((), ())),
                           preferred_element_type=jnp.int32)
-    y = acc.astype(jnp.float32) * ((row_scale[..., :, None] * w_scale) * _INV_RANGE_SQ)
+    y = acc.astype(jnp.float32) * ((row_scale[..., :, None] * scale) * _INV_RANGE_SQ)
     mask = _mask_from_idx(outlier_idx, outlier_count, x.shape[-1])
     x_out = jnp.where(mask[..., None, :], x.astype(jnp.float32), 0.0)
-    w_deq = dequantize_weight(wq, w_scale)
+    w_deq = dequantize_weight(qweight, scale)
     y = y + jnp.einsum("...sh,oh->...so", x_out, w_deq, precision=lax.Precision.HIGHEST)
     if bias is not None:
         y = y + bias.astype(jnp.float32)
     return y.astype(out_dtype)
 
 
-def llm_int8_matmul(x, wq, w_scale, bias=None, *, threshold=6.0, out_dtype=None):
-    """LLM.int8() matmul of ``x [..., s, h]`` with a quantized weight (``wq [o, h]``, ``w_scale [o]``).
+def llm_int8_matmul(x, qweight, scale, bias=None, *, threshold=6.0, out_dtype=None):
+    """LLM.int8() matmul of ``x [..., s, h]`` with a quantized weight (``qweight [o, h]``, ``scale [o]``).
 
     ``threshold`` 0 or ``None`` disables the outlier decomposition (vector-wise int8 only).
     """
     col_amax = column_absmax(x)
     xq, row_scale, idx, count = quantize_rows(x, col_amax, threshold or 0.0)
-    return int8_matmul(xq, row_scale, x, idx, count, wq, w_scale, bias, out_dtype)
+    return int8_matmul(xq, row_scale, x, idx, count, qweight, scale, bias, out_dtype)
 
 
 # --------------------------------------------------------------------------- paper ablations
