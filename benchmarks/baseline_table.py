@@ -164,8 +164,9 @@ def model_results(data: dict) -> list[dict]:
     return out
 
 
-def entry_from_output(path: str, name: str, commit: str) -> tuple[str, dict]:
-    """(device kind, baseline entry) from a layer.py or model.py output JSON."""
+def entry_from_output(path: str, name: str | None, commit: str) -> tuple[str, dict]:
+    """(device kind, baseline entry) from a layer.py or model.py output JSON; ``name`` defaults to
+    "layer" or "model"."""
     try:
         with open(path) as f:
             data = json.load(f)
@@ -177,7 +178,7 @@ def entry_from_output(path: str, name: str, commit: str) -> tuple[str, dict]:
         meta = data["meta"]
         argv = shlex.split(meta.get("command", ""))
         script_at = next((i for i, a in enumerate(argv) if a.endswith("layer.py")), -1)
-        entry = {"name": name, "date": meta["date"][:10],
+        entry = {"name": name or "layer", "date": meta["date"][:10],
                  "command": normalized_command(argv[script_at + 1:], "layer.py"),
                  "commit": commit, "source": os.path.basename(path)}
         if meta.get("kernel_options"):
@@ -187,7 +188,7 @@ def entry_from_output(path: str, name: str, commit: str) -> tuple[str, dict]:
         entry["results"] = layer_results(data["rows"])
         return meta["device"], entry
     if isinstance(data, dict) and "configs" in data and "device" in data:  # model.py
-        entry = {"name": name, "date": data.get("date", "")[:10],
+        entry = {"name": name or "model", "date": data.get("date", "")[:10],
                  "command": normalized_command(data.get("argv", []), "model.py"),
                  "commit": commit, "source": os.path.basename(path)}
         if data.get("kernel_options"):
@@ -197,7 +198,7 @@ def entry_from_output(path: str, name: str, commit: str) -> tuple[str, dict]:
     raise BaselineError(f"{path}: neither a benchmarks/layer.py nor a benchmarks/model.py output file")
 
 
-def record(output: str, baseline: str, name: str, commit: str) -> dict:
+def record(output: str, baseline: str, name: str | None, commit: str) -> dict:
     """Appends the measurement in ``output`` to ``baseline`` (created if missing)."""
     device, entry = entry_from_output(output, name, commit)
     data = load(baseline) if os.path.exists(baseline) else {"gpu": device, "entries": []}
@@ -304,7 +305,8 @@ def main(argv=None) -> int:
     ap.add_argument("--check", metavar="MARKDOWN",
                     help="exit 1 (with a diff) unless this file contains the generated tables")
     ap.add_argument("--name", default=None,
-                    help="entries to table (default 'layer'); with --record: the new entry's name")
+                    help="entries to table (default 'layer'); with --record: the new entry's name "
+                         "(default 'layer' or 'model', which the README tables show)")
     ap.add_argument("--method", default="jaxint8", choices=METHODS[1:],
                     help="whose ratio vs bf16 the table shows (default jaxint8: threshold 6)")
     ap.add_argument("--plot", metavar="PNG", help="also plot the table's ratios (needs matplotlib)")
@@ -324,7 +326,7 @@ def main(argv=None) -> int:
             if not re.fullmatch(r"[a-z0-9_-]+", args.gpu):
                 ap.error(f"argument --gpu: invalid gpu value: {args.gpu!r} (a file name such as h200)")
             path = args.baseline or os.path.join(BASELINES, f"{args.gpu}.json")
-            entry = record(args.record, path, args.name or "layer", args.commit)
+            entry = record(args.record, path, args.name, args.commit)
             print(f"appended {entry['name']!r} ({len(entry['results'])} results) to {path}")
             return 0
         if not args.baseline:
