@@ -299,8 +299,7 @@ def check(text: str, generated: list[str]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 epilog="Schema and examples: the module docstring of this file.")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("baseline", nargs="?", help="baseline file, e.g. benchmarks/baselines/h200.json")
     ap.add_argument("--check", metavar="MARKDOWN",
                     help="exit 1 (with a diff) unless this file contains the generated tables")

@@ -357,8 +357,7 @@ def writable_dir(ap, option, path):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 epilog="Methodology and methods: the module docstring of this file.")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", type=shape_list, default=SHAPES, metavar="INxOUT,...",
                     help="default: " + ",".join(f"{h}x{o}" for h, o in SHAPES))
     ap.add_argument("--tokens", type=int_list, default=TOKENS, metavar="N,...",

@@ -3,8 +3,8 @@
 What it measures: OPT-6.7B- and OPT-13B-shaped decoders (``jaxint8.models``) with random weights
 (projection kernels N(0, 1/fan_in), 6 planted outlier dimensions, see ``random_params``), once in
 bf16 and once with every projection an int8 layer (threshold 6; q/k/v as one grouped op), on one
-device: seconds per prefill call and per decode step, as tokens/s, and the
-weight bytes of the full-depth models (from abstract shapes, nothing allocated).
+device: seconds per prefill call and per decode step, as tokens/s, and the weight bytes of the
+full-depth models (from abstract shapes, nothing allocated).
 
 How: each timing is the median wall-clock time of ``--repeats`` executions of one jitted
 program, after a warm-up execution: a prefill of ``[batch, prompt_len]``, or a decode loop of
@@ -467,8 +467,7 @@ def plot(results: dict, path: str) -> None:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="Methodology: the module docstring of this file.")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="small CPU smoke test")
     p.add_argument("--configs", nargs="+", default=None, choices=list(CONFIGS))
     p.add_argument("--layers", type=layer.positive_int, default=4,

@@ -113,8 +113,7 @@ def float_list(text):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 epilog="Usage with ncu: the module docstring of this file.")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--summarize", metavar="CSV", help="print the median time per kernel of an ncu CSV")
     ap.add_argument("--tokens", type=layer.int_list, default=TOKENS, metavar="N,...",
                     help="default " + ",".join(map(str, TOKENS)))

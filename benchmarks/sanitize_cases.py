@@ -56,7 +56,7 @@ GROUP_CASES = [  # (s, h, outs, dtype, threshold)
 
 def main(argv=None):
     ap = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run it under compute-sanitizer, as benchmarks/gpu_check.sh's 'sanitize' phase does: "
                "XLA_PYTHON_CLIENT_ALLOCATOR=platform compute-sanitizer --tool memcheck "
                "--kernel-name kns=jaxint8 --error-exitcode 99 python benchmarks/sanitize_cases.py")

@@ -156,8 +156,7 @@ def main(argv=None):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import layer
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 epilog="Usage examples: the module docstring of this file.")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", type=layer.shape_list, default=[(5120, 20480)],
                     help="comma-separated INxOUT (default 5120x20480)")
     ap.add_argument("--tokens", type=layer.int_list, default=[1, 16, 128, 1024],
