@@ -330,7 +330,8 @@ def test_cuda_accuracy_vs_f32(h):
     errs = {}
     for thr in (6.0, 0.0):
         out = pipeline(*jax.device_put((jnp.asarray(x), jnp.asarray(wq), jnp.asarray(ws),
-                                        jnp.zeros((0,), F32)), gpu), threshold=thr, out_dtype=F32)
+                                        jnp.zeros((0,), F32)), gpu), threshold=thr, out_dtype=F32,
+                       options=KO())
         y = np.asarray(out[5], np.float64)
         errs[thr] = np.linalg.norm(y - y_ref) / np.linalg.norm(y_ref)
     print(f"h={h}: rel err threshold 6: {errs[6.0]:.4e}, threshold 0: {errs[0.0]:.4e}")
