@@ -12,7 +12,7 @@ tokens, for these methods:
 * ``jaxint8``    ``jaxint8.llm_int8_matmul(x, W8, threshold=6)``: LLM.int8() with decomposition.
 * ``jaxint8_t0`` the same with threshold 0 (no decomposition).
 
-How: the activations follow DESIGN §1 (x ~ N(0, 1) with 6 outlier columns of magnitude 20-60,
+How: the activations are the test data (x ~ N(0, 1) with 6 outlier columns of magnitude 20-60,
 w ~ N(0, 0.02)). Each method runs as one jitted program of R calls (R = 32 at <= 16 tokens,
 else 16; ``--calls``) on R distinct activation arrays and one weight (at the default shapes the
 int8 weight, 64-576 MiB, does not fit the L2 cache, so every call streams it); XLA's dot-merger
@@ -197,7 +197,7 @@ def batch_time(fn, args, reps):
 
 
 def make_data(h, o, s, r, key):
-    """R activation arrays [s, h] bf16 (DESIGN §1: 6 outlier columns of magnitude 20-60) and a
+    """R activation arrays [s, h] bf16 (6 outlier columns of magnitude 20-60) and a
     weight [h, o] f32 ~ N(0, 0.02)."""
     import jax
     import jax.numpy as jnp

@@ -25,9 +25,9 @@ def _check_threshold(threshold, op):
     if isinstance(threshold, jax.Array) or not isinstance(threshold, (int, float)):
         raise TypeError(f"{op}: threshold must be a Python number or None (it is static), "
                         f"got {type(threshold).__name__}")
-    if math.isnan(threshold) or threshold < 0:
-        raise ValueError(f"{op}: threshold must be >= 0 (0 or None disables the outlier "
-                         f"decomposition), got {threshold}")
+    if not math.isfinite(threshold) or threshold < 0:
+        raise ValueError(f"{op}: threshold must be >= 0 and finite (0 or None disables the "
+                         f"outlier decomposition), got {threshold}")
     return float(threshold)
 
 
@@ -42,7 +42,7 @@ def _check_x(x, op):
 
 
 def quantize_activations(x, threshold=DEFAULT_THRESHOLD):
-    """Dynamic LLM.int8() quantization of ``x [..., s, h]`` (DESIGN §1 steps 1-2).
+    """Dynamic LLM.int8() quantization of ``x [..., s, h]`` (steps 1-2 of docs/design.md).
 
     Returns ``(xq, row_scale, outlier_idx, outlier_count)``: int8 ``x`` with the outlier columns
     zeroed, float32 row scales over the non-outlier columns, the outlier column indices

@@ -1,6 +1,6 @@
 """Pure-``jax.numpy`` reference of every jaxint8 op: the oracle the kernels are tested against.
 
-Everything here follows the LLM.int8() definition (Dettmers et al. 2022, DESIGN §1) literally,
+Everything here follows the LLM.int8() definition (Dettmers et al. 2022; docs/design.md) literally,
 with masks instead of index lists, and is jit/vmap/grad-compatible. It is slow (every step is a
 separate pass over memory) and is not what :func:`jaxint8.llm_int8_matmul` runs; use it to check
 results or to run the paper's ablations.
@@ -128,7 +128,7 @@ def _mask_from_idx(idx, count, h):
 
 def int8_matmul(xq, row_scale, x, outlier_idx, outlier_count, qweight, scale, bias=None,
                 out_dtype=None):
-    """The fused GEMM of the FFI target ``jaxint8_int8_matmul`` (DESIGN §1 steps 3-6).
+    """The fused GEMM of the FFI target ``jaxint8_int8_matmul`` (steps 3-6 of docs/design.md).
 
     ``dequant(xq @ qweight^T) + x[:, O] @ W_deq[O, :] (+ bias)``, the outlier part and the sum in
     float32, cast to ``out_dtype`` (default ``x.dtype``). Leading dims are independent problems.

@@ -54,6 +54,6 @@ def rel_err(y, ref):
 
 
 def design_data(r, s=256, h=1024, o=1024, n_outliers=6):
-    """DESIGN §1 accuracy data: N(0,1) x with 6 outlier columns of magnitude 20-60, N(0, .02) w."""
+    """Accuracy data (the paper-style test data): N(0,1) x with 6 outlier columns of magnitude 20-60, N(0, .02) w."""
     cols = r.choice(h, n_outliers, replace=False)
     return activations(r, (s, h), outlier_cols=cols), weight(r, h, o), cols

@@ -1,4 +1,4 @@
-"""Accuracy against an f64 matmul of the unquantized inputs on DESIGN §1 data (the paper's point:
+"""Accuracy against an f64 matmul of the unquantized inputs on the paper-style test data (the paper's point:
 the outlier decomposition keeps int8 at ~1e-2 while plain vector-wise int8 degrades)."""
 
 import numpy as np
@@ -21,7 +21,7 @@ def test_llm_int8_error_matches_bitsandbytes_level(problem):
     x, w, exact = problem
     err = rel_err(jaxint8.llm_int8_matmul(x, jaxint8.quantize_weight(w), out_dtype=jnp.float32),
                   exact)
-    # bitsandbytes 0.50.2 measured ~1.0e-2 on this data (DESIGN §1); int8 is never exact.
+    # bitsandbytes 0.50.2 measured ~1.0e-2 on this data; int8 is never exact.
     assert 1e-3 < err < 1.3e-2
 
 

@@ -43,9 +43,9 @@ def test_bias_shape_checked(wq):
         jaxint8.llm_int8_matmul(jnp.ones((2, 16)), wq, jnp.ones((7,)))
 
 
-@pytest.mark.parametrize("bad", [-1.0, float("nan")])
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
 def test_bad_threshold_value(wq, bad):
-    with pytest.raises(ValueError, match="threshold must be >= 0"):
+    with pytest.raises(ValueError, match="threshold must be >= 0 and finite"):
         jaxint8.llm_int8_matmul(jnp.ones((2, 16)), wq, threshold=bad)
 
 

@@ -3,7 +3,7 @@
 Integer results (int8 activations, outlier lists and counts) and the column/row absmax must be
 bit-identical; float outputs equal within 1e-6 relative for float32 outputs and within one
 output ulp for bfloat16/float16. Plus accuracy against an f32 matmul of the unquantized inputs
-on DESIGN §1 data. Every test is marked ``gpu`` (tests/conftest.py skips them without a GPU).
+on the paper-style test data. Every test is marked ``gpu`` (tests/conftest.py skips them without a GPU).
 
 The FFI targets are called directly through ``jax.ffi.ffi_call`` so that these tests exercise the
 handlers' contract (xla_ffi/handlers.h) independently of the primitives; the same jitted function
@@ -139,7 +139,7 @@ def assert_fused_same(x, wq, ws, bias, threshold, out_dtype, chain_gpu, what="",
 
 
 def quantize_weight_np(w):
-    """[h, o] float -> (wq [o, h] int8, scale [o] f32), DESIGN §1 (numpy, round-half-even)."""
+    """[h, o] float -> (wq [o, h] int8, scale [o] f32), docs/design.md (numpy, round-half-even)."""
     w = np.asarray(w, np.float32)
     cw = np.max(np.abs(w), axis=0)
     mult = np.where(cw == 0, 0.0, 127.0 / np.where(cw == 0, 1.0, cw)).astype(np.float32)
@@ -317,7 +317,7 @@ def test_cuda_nan_and_inf_propagate(s, dtype, h, o, path):
 
 @pytest.mark.parametrize("h", [4096, 12288])
 def test_cuda_accuracy_vs_f32(h):
-    """DESIGN §1 data: N(0,1) activations, 6 outlier columns 20-60, N(0, 0.02) weights."""
+    """Test data: N(0,1) activations, 6 outlier columns 20-60, N(0, 0.02) weights."""
     rng = np.random.default_rng(h)
     s, o = 256, 1024
     x = rng.standard_normal((s, h)).astype(np.float32)
@@ -335,7 +335,7 @@ def test_cuda_accuracy_vs_f32(h):
         y = np.asarray(out[5], np.float64)
         errs[thr] = np.linalg.norm(y - y_ref) / np.linalg.norm(y_ref)
     print(f"h={h}: rel err threshold 6: {errs[6.0]:.4e}, threshold 0: {errs[0.0]:.4e}")
-    # bitsandbytes 0.50.2 on the same kind of data (DESIGN §1, anchors): 1.0e-2 at h=4096,
+    # bitsandbytes 0.50.2 on the same kind of data: 1.0e-2 at h=4096,
     # 1.15e-2 at h=12288.
     assert errs[6.0] < (1.1e-2 if h <= 5120 else 1.25e-2)
     assert errs[0.0] > errs[6.0]

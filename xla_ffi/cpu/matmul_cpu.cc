@@ -1,6 +1,6 @@
 // CPU handler for the LLM.int8() matmul: int8 x int8 -> int32 GEMM fused with the
 // dequantization, the high-precision outlier product, the bias and the output cast
-// (DESIGN §1 steps 3-6).
+// (steps 3-6 of docs/design.md).
 #include <string>
 #if defined(__x86_64__)
 #include <immintrin.h>

@@ -1,5 +1,5 @@
 // CPU handlers for activation quantization: column absmax, then row-wise int8 with the
-// outlier columns split off (DESIGN §1 steps 1-2).
+// outlier columns split off (steps 1-2 of docs/design.md).
 #include <limits>
 #include <vector>
 

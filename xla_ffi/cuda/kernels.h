@@ -10,7 +10,7 @@ namespace jaxint8::cuda {
 
 enum class FloatType : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
 
-// One LLM.int8() GEMM problem (one batch element; DESIGN §1 steps 3-6):
+// One LLM.int8() GEMM problem (one batch element; steps 3-6 of docs/design.md):
 //   y[m, n] = cast( acc[m, n] * (row_scale[m] * scale[n] / 16129)
 //                   + sum_{t < *outlier_count} x[m, outlier_idx[t]] * qweight[n, outlier_idx[t]] * scale[n] / 127
 //                   + bias[n] )

@@ -14,7 +14,7 @@ namespace jaxint8::cuda {
 cudaError_t launch_column_absmax(const void* x, FloatType t, int64_t nb, int64_t s, int64_t h,
                                  float* col_amax, int num_sms, cudaStream_t stream);
 
-// Row pass: outlier list + count per batch, row scales and int8 rows (DESIGN §1 step 2).
+// Row pass: outlier list + count per batch, row scales and int8 rows (step 2 of docs/design.md).
 // pdl (sm_90+): launch as a programmatic dependent of the column pass, which must be the previous
 // kernel on the stream: the blocks load their rows of x, then wait for col_amax.
 cudaError_t launch_quantize_rows(const void* x, FloatType t, const float* col_amax,

@@ -1,4 +1,4 @@
-// Activation quantization kernels (DESIGN §1 steps 1-2): one pass for the column absmax,
+// Activation quantization kernels (steps 1-2 of docs/design.md): one pass for the column absmax,
 // one pass for the row scales + int8 rows + outlier list. Integer outputs match the CPU
 // handler bit for bit: both call the scalar rules of common.h.
 #include <cooperative_groups.h>

@@ -1,4 +1,4 @@
-// Building blocks of the activation row quantization (DESIGN §1 step 2), shared by the
+// Building blocks of the activation row quantization (step 2 of docs/design.md), shared by the
 // quantization kernels (quantize.cu) and the decode GEMV that quantizes its own token
 // (gemv_token.cu): 8-element vector loads, the block-wide row absmax and the ordered outlier
 // list. The scalar rules themselves are in common.h.
