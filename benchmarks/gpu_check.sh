@@ -76,10 +76,10 @@ fi
 if has profile; then  # per-kernel GPU times (ncu), default dispatch and the sm80 tiled path
   for path in default tiled; do
     ncu --clock-control none --metrics gpu__time_duration.sum --csv \
-      $PY benchmarks/profile_kernels.py ${PROFILE_ARGS:-} >"$OUT/prof-$path.csv" 2>"$OUT/prof-$path.err"
+      $PY benchmarks/profile_kernels.py ${PROFILE_ARGS:-} $([ $path = tiled ] && echo --kernel-options gemm=tiled) \
+      >"$OUT/prof-$path.csv" 2>"$OUT/prof-$path.err"
     echo "== per-kernel median us ($path dispatch)"
     $PY benchmarks/profile_kernels.py --summarize "$OUT/prof-$path.csv" > "$OUT/prof-$path.txt"
-    grep -m1 "workspace" "$OUT/prof-$path.err"
     rm -f "$OUT/prof-$path.err" "$OUT/prof-$path.csv"; cat "$OUT/prof-$path.txt"
   done
 fi
