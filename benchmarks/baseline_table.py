@@ -72,14 +72,19 @@ class BaselineError(Exception):
 # reading and writing
 
 
-def load(path: str) -> dict:
+def read_json(path: str):
+    """The JSON in ``path``; a one-line BaselineError when it is missing or unreadable."""
     try:
         with open(path) as f:
-            data = json.load(f)
+            return json.load(f)
     except FileNotFoundError:
         raise BaselineError(f"{path}: no such file") from None
     except (OSError, json.JSONDecodeError) as e:
         raise BaselineError(f"{path}: {e}") from None
+
+
+def load(path: str) -> dict:
+    data = read_json(path)
     if not isinstance(data, dict) or "entries" not in data or "gpu" not in data:
         raise BaselineError(f"{path}: not a baseline file (needs 'gpu' and 'entries')")
     return data
@@ -167,13 +172,7 @@ def model_results(data: dict) -> list[dict]:
 def entry_from_output(path: str, name: str | None, commit: str) -> tuple[str, dict]:
     """(device kind, baseline entry) from a layer.py or model.py output JSON; ``name`` defaults to
     "layer" or "model"."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise BaselineError(f"{path}: no such file") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise BaselineError(f"{path}: {e}") from None
+    data = read_json(path)
     if isinstance(data, dict) and "rows" in data and "meta" in data:  # layer.py
         meta = data["meta"]
         argv = shlex.split(meta.get("command", ""))

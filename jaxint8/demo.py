@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxint8
+from jaxint8._cli import int_at_least
 from jaxint8.flax import Int8Dense, quantize_dense_params
 
 
@@ -186,33 +187,19 @@ def run(d_model=512, n_layers=4, batch=2, seq=128, reps=5, seed=0):
     return out
 
 
-def _int_at_least(low):
-    def parse(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
-        return v
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jaxint8-demo", description=__doc__.splitlines()[0],
         epilog="Runs on the GPU when JAX has one, on the CPU otherwise.")
-    p.add_argument("--d-model", type=_int_at_least(N_HEADS), default=512, metavar="N",
+    p.add_argument("--d-model", type=int_at_least(N_HEADS), default=512, metavar="N",
                    help=f"hidden size, a multiple of {N_HEADS} (the attention heads; default 512)")
-    p.add_argument("--layers", type=_int_at_least(1), default=4, metavar="N",
+    p.add_argument("--layers", type=int_at_least(1), default=4, metavar="N",
                    help="transformer blocks (default 4)")
-    p.add_argument("--batch", type=_int_at_least(1), default=2, metavar="N",
+    p.add_argument("--batch", type=int_at_least(1), default=2, metavar="N",
                    help="sequences per forward pass (default 2)")
-    p.add_argument("--seq", type=_int_at_least(1), default=128, metavar="N",
+    p.add_argument("--seq", type=int_at_least(1), default=128, metavar="N",
                    help="tokens per sequence (default 128)")
-    p.add_argument("--reps", type=_int_at_least(1), default=5, metavar="N",
+    p.add_argument("--reps", type=int_at_least(1), default=5, metavar="N",
                    help="timed forward passes; the median is printed (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and tokens (default 0)")
     return p

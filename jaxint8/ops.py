@@ -19,15 +19,17 @@ __all__ = ["llm_int8_matmul", "llm_int8_matmul_group", "quantize_activations", "
 DEFAULT_THRESHOLD = 6.0
 
 
-def _check_threshold(threshold, op):
+def check_threshold(threshold, where: str) -> float:
+    """``threshold`` as a float (None -> 0.0, no decomposition); a clear error unless it is None or
+    a finite Python number >= 0. ``where`` names the caller in the message."""
     if threshold is None:
         return 0.0
     if isinstance(threshold, jax.Array) or not isinstance(threshold, (int, float)):
-        raise TypeError(f"{op}: threshold must be a Python number or None (it is static), "
+        raise TypeError(f"{where}: threshold must be a Python number or None (it is static), "
                         f"got {type(threshold).__name__}")
     if not math.isfinite(threshold) or threshold < 0:
-        raise ValueError(f"{op}: threshold must be >= 0 and finite (0 or None disables the "
-                         f"outlier decomposition), got {threshold}")
+        raise ValueError(f"{where}: threshold must be a finite number >= 0, got {threshold!r}; "
+                         f"use 0 or None to disable the outlier decomposition")
     return float(threshold)
 
 
@@ -58,7 +60,7 @@ def quantize_activations(x, threshold=DEFAULT_THRESHOLD):
     """
     op = "quantize_activations"
     _check_x(x, op)
-    threshold = _check_threshold(threshold, op)
+    threshold = check_threshold(threshold, op)
     if x.ndim < 2:
         raise ValueError(f"{op}: x must have rank >= 2 [..., tokens, features], got {x.shape}")
     return primitives.quantize_activations(x, threshold)
@@ -104,7 +106,7 @@ def llm_int8_matmul(x, weight: Int8Weight, bias=None, *, threshold=DEFAULT_THRES
     """
     op = "llm_int8_matmul"
     _check_x(x, op)
-    threshold = _check_threshold(threshold, op)
+    threshold = check_threshold(threshold, op)
     bias = _check_weight(x, weight, bias, op, "weight", "bias")
     out_dtype = _check_out_dtype(x, out_dtype, op)
     options = resolve_kernel_options(options, op)
@@ -172,7 +174,7 @@ def llm_int8_matmul_group(x, weights, biases=None, *, threshold=DEFAULT_THRESHOL
     """
     op = "llm_int8_matmul_group"
     _check_x(x, op)
-    threshold = _check_threshold(threshold, op)
+    threshold = check_threshold(threshold, op)
     weights = tuple(weights)
     if not 1 <= len(weights) <= primitives.MAX_GROUP_WEIGHTS:
         raise ValueError(f"{op}: weights must hold 1 to {primitives.MAX_GROUP_WEIGHTS} "

@@ -35,6 +35,8 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
+from jaxint8._cli import int_at_least
+
 from .analysis import OUTLIER_THRESHOLD, outlier_stats, perplexity
 from .config import QuantConfig
 from .loading import load_pretrained
@@ -205,20 +207,6 @@ def cmd_generate(args) -> dict:
     return {"prompts": args.prompt, "completions": texts, "tokens": out.tolist()}
 
 
-def _int_at_least(low):
-    def parse(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
-        return v
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
-
-
 def _float_in(low, high=math.inf, *, low_open=False, what=None):
     def parse(s):
         try:
@@ -249,13 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if text:
             sp.add_argument("--text", required=True, metavar="FILE", help="UTF-8 text file to evaluate on")
-            sp.add_argument("--seq-len", type=_int_at_least(1), default=512,
+            sp.add_argument("--seq-len", type=int_at_least(1), default=512,
                             help="tokens per window (capped at the model's context; default 512)")
-            sp.add_argument("--batch-size", type=_int_at_least(1), default=4,
+            sp.add_argument("--batch-size", type=int_at_least(1), default=4,
                             help="windows per forward pass (default 4)")
-            sp.add_argument("--max-windows", type=_int_at_least(1), default=None,
+            sp.add_argument("--max-windows", type=int_at_least(1), default=None,
                             help="evaluate at most this many windows (default: all)")
-            sp.add_argument("--max-tokens", type=_int_at_least(2), default=None,
+            sp.add_argument("--max-tokens", type=int_at_least(2), default=None,
                             help="use only the first N tokens of the text (default: all)")
         sp.add_argument(
             "--tokenizer", default="auto", metavar="auto|ids|bytes|PATH",
@@ -284,11 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("generate", help="generate from prompts")
     common(sp, text=False)
     sp.add_argument("--prompt", nargs="+", required=True, help="one or more prompts")
-    sp.add_argument("--max-new-tokens", type=_int_at_least(1), default=32,
+    sp.add_argument("--max-new-tokens", type=int_at_least(1), default=32,
                     help="tokens to generate per prompt (default 32)")
     sp.add_argument("--temperature", type=_float_in(0.0, what="a finite number >= 0"), default=0.0,
                     help="sampling temperature (default 0: greedy)")
-    sp.add_argument("--top-k", type=_int_at_least(0), default=0,
+    sp.add_argument("--top-k", type=int_at_least(0), default=0,
                     help="sample from the k most likely tokens (default 0: all)")
     sp.add_argument("--top-p", type=_float_in(0.0, 1.0, low_open=True, what="a number in (0, 1]"),
                     default=1.0, help="nucleus sampling mass (default 1: off)")

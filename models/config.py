@@ -17,9 +17,10 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
-import math
 import os
 from typing import Any
+
+from jaxint8.ops import check_threshold
 
 __all__ = ["ModelConfig", "QuantConfig", "ConfigError", "SUPPORTED_MODEL_TYPES"]
 
@@ -51,10 +52,7 @@ class QuantConfig:
     group: bool = True
 
     def __post_init__(self):
-        t = self.threshold
-        if t is not None and (not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0):
-            raise ValueError(f"QuantConfig.threshold must be a finite number >= 0 or None, got {t!r}; "
-                             f"use 0 or None to disable the outlier decomposition")
+        check_threshold(self.threshold, "QuantConfig")
         if isinstance(self.skip, str):
             raise TypeError("QuantConfig.skip must be a sequence of patterns, not a single string")
         object.__setattr__(self, "skip", tuple(self.skip))

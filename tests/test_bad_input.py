@@ -45,7 +45,7 @@ def test_bias_shape_checked(wq):
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
 def test_bad_threshold_value(wq, bad):
-    with pytest.raises(ValueError, match="threshold must be >= 0 and finite"):
+    with pytest.raises(ValueError, match="threshold must be a finite number >= 0"):
         jaxint8.llm_int8_matmul(jnp.ones((2, 16)), wq, threshold=bad)
 
 

@@ -162,7 +162,7 @@ def test_quantize_weight_non_finite_under_jit_propagates_to_the_outputs():
 def test_quant_config_rejects_bad_threshold():
     from jaxint8.models import QuantConfig
 
-    with pytest.raises(ValueError, match="QuantConfig.threshold must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="QuantConfig: threshold must be a finite number >= 0"):
         QuantConfig(int8=True, threshold=math.inf)
     assert QuantConfig(int8=True, threshold=None).threshold is None
 

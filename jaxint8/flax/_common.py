@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
+from jaxint8 import ops
 from jaxint8.ops import llm_int8_matmul, llm_int8_matmul_group
 from jaxint8.weights import Int8Weight
 
@@ -15,19 +14,12 @@ TRANSPOSED_HINT = ("for a torch / Hugging Face weight ([out_features, in_feature
 
 
 def check_threshold(threshold, where: str):
-    """``threshold`` if it is None or a finite Python number >= 0; else a clear error.
+    """``threshold`` unchanged if it is None or a finite Python number >= 0; else a clear error.
 
     The op (:func:`jaxint8.llm_int8_matmul`) checks it again at call time; checking in the
     constructor reports a bad value where the layer is built.
     """
-    if threshold is None:
-        return None
-    if isinstance(threshold, jax.Array) or not isinstance(threshold, (int, float)):
-        raise TypeError(f"{where}: threshold must be a Python number or None, got "
-                        f"{type(threshold).__name__}")
-    if not math.isfinite(threshold) or threshold < 0:
-        raise ValueError(f"{where}: threshold must be a finite number >= 0, got {threshold!r}; "
-                         f"use 0 or None to disable the outlier decomposition")
+    ops.check_threshold(threshold, where)
     return threshold
 
 
