@@ -13,7 +13,8 @@ Example::
     >>> y.shape
     (4, 1024)
 
-Flax layers live in :mod:`jaxint8.flax` (linen ``Int8Dense``, nnx ``Int8Linear``, converters).
+Flax layers live in :mod:`jaxint8.flax` (linen ``Int8Dense``, nnx ``Int8Linear``, converters);
+:mod:`jaxint8.export` exports jitted functions that call these ops with ``jax.export``.
 """
 
 import importlib.util as _importlib_util
@@ -44,19 +45,23 @@ def _missing_extension() -> ImportError:
 if _importlib_util.find_spec("jaxint8._jaxint8_ffi") is None:
     raise _missing_extension()
 
+__version__ = "0.1.0"  # before the imports: jaxint8.export records it
+
 from jaxint8 import reference  # noqa: E402
 from jaxint8._ffi import BUILT_WITH_CUDA  # noqa: E402
 from jaxint8.kernel_options import KernelOptions, kernel_options  # noqa: E402
 from jaxint8.ops import (DEFAULT_THRESHOLD, llm_int8_matmul, llm_int8_matmul_group,  # noqa: E402
                          quantize_activations)
 from jaxint8.weights import Int8Weight, quantize_weight  # noqa: E402
-
-__version__ = "0.1.0"
+from jaxint8 import export  # noqa: E402
+from jaxint8.export import FFI_TARGETS  # noqa: E402
 
 __all__ = [
     "BUILT_WITH_CUDA",
     "DEFAULT_THRESHOLD",
+    "FFI_TARGETS",
     "Int8Weight",
+    "export",
     "KernelOptions",
     "kernel_options",
     "llm_int8_matmul",
