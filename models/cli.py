@@ -1,4 +1,4 @@
-"""Command-line tool: ``jaxint8-models {perplexity,outliers,convert,generate} ...``.
+"""Command-line tool: ``jaxint8-models {perplexity,outliers,convert,generate,embed} ...``.
 
 Examples::
 
@@ -9,6 +9,9 @@ Examples::
     # quantize once, save int8 + scales + config
     jaxint8-models convert --model /models/opt-6.7b --out /models/opt-6.7b-int8
     jaxint8-models generate --model /models/opt-6.7b-int8 --prompt "Hello" --max-new-tokens 20
+    # sentence embeddings of a BERT encoder (one sentence per line -> [N, hidden] float32 .npy)
+    jaxint8-models embed --model "$(python -c 'import jaxint8.models as m; print(m.minilm_path())')" \
+        --text sentences.txt --out emb.npy --int8
 
 ``python -m jaxint8.models.cli`` is the same program (from outside the repository checkout, whose
 ``jaxint8/`` folder would shadow the installed package).
@@ -72,6 +75,9 @@ class Tokenizer:
                     f'(pip install "jaxint8[models]"), or pass --tokenizer ids|bytes'
                 ) from None
             self._tok = HFTokenizer.from_file(path)
+            # BERT tokenizer.json files carry truncation/padding to 128 tokens: text is windowed here.
+            self._tok.no_truncation()
+            self._tok.no_padding()
 
     def encode(self, text: str) -> np.ndarray:
         if self.kind == "ids":
@@ -118,9 +124,18 @@ def _tokens(args):
     return tokens
 
 
+def _require_lm(args, model) -> None:
+    if model.config.model_type == "bert":
+        raise UsageError(
+            f"--model {args.model}: a 'bert' encoder has no language-model head; "
+            f"'{args.command}' needs gpt2, opt or llama (use 'embed' or 'outliers' for bert)"
+        )
+
+
 def cmd_perplexity(args) -> dict:
     tokens = _tokens(args)
     model, params = _load(args, int8=False)
+    _require_lm(args, model)
     rows = {}
     variants = [("float", model, params)]
     if not model.quant.int8:
@@ -189,6 +204,7 @@ def cmd_generate(args) -> dict:
     from .generation import generate
 
     model, params = _load(args, int8=args.int8)
+    _require_lm(args, model)
     tok = Tokenizer(args.tokenizer, args.model)
     prompts = [tok.encode(p) for p in args.prompt]
     out = generate(
@@ -205,6 +221,68 @@ def cmd_generate(args) -> dict:
     for p, t in zip(args.prompt, texts):
         print(f"{p!r} -> {t!r}")
     return {"prompts": args.prompt, "completions": texts, "tokens": out.tolist()}
+
+
+def _sentences(args) -> list[str]:
+    try:
+        with open(args.text, encoding="utf-8") as f:
+            lines = [ln.strip() for ln in f.read().splitlines()]
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--text {args.text}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        raise UsageError(f"--text {args.text}: no sentences (one per line; blank lines are skipped)")
+    return lines
+
+
+def _encode_sentences(args, sentences, max_length):
+    """Padded ``(input_ids, attention_mask, token_type_ids)`` for ``sentences``."""
+    if args.tokenizer in ("ids", "bytes"):
+        tok = Tokenizer(args.tokenizer, args.model)
+        rows = [tok.encode(s)[:max_length] for s in sentences]
+        T = max(len(r) for r in rows)
+        ids, mask = np.zeros((len(rows), T), np.int32), np.zeros((len(rows), T), np.int32)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)], mask[i, : len(r)] = r, 1
+        return ids, mask, np.zeros_like(ids)
+    from .embedding import TextEncoder
+
+    path = args.model if args.tokenizer == "auto" else args.tokenizer
+    b = TextEncoder(path, max_length=max_length).encode(sentences)
+    return b["input_ids"], b["attention_mask"], b["token_type_ids"]
+
+
+def cmd_embed(args) -> dict:
+    from .embedding import embed
+
+    sentences = _sentences(args)
+    model, params = _load(args, int8=args.int8)
+    if model.config.model_type != "bert":
+        raise UsageError(
+            f"--model {args.model}: 'embed' needs a 'bert' encoder, this is {model.config.model_type!r}"
+        )
+    max_length = min(args.max_length or model.config.max_position_embeddings,
+                     model.config.max_position_embeddings)
+    if args.max_length is None and args.tokenizer == "auto":
+        max_length = None  # sentence_bert_config.json's max_seq_length, else 512
+    ids, mask, types = _encode_sentences(args, sentences, max_length)
+    if ids.size and (ids.min() < 0 or ids.max() >= model.config.vocab_size):
+        raise UsageError(f"--text {args.text}: token ids must lie in [0, {model.config.vocab_size}), "
+                         f"got [{ids.min()}, {ids.max()}]")
+    t0 = time.perf_counter()
+    out = []
+    for i in range(0, len(sentences), args.batch_size):
+        sl = slice(i, i + args.batch_size)
+        out.append(np.asarray(embed(model, params, ids[sl], mask[sl], types[sl],
+                                    normalize=not args.no_normalize)))
+    emb = np.concatenate(out).astype(np.float32)
+    seconds = time.perf_counter() - t0
+    np.save(args.out, emb)
+    kind = "int8" if model.quant.int8 else "float"
+    print(f"embedded {len(sentences)} sentences with the {kind} model in {seconds:.2f} s "
+          f"-> {args.out} ({emb.shape[0]} x {emb.shape[1]} float32)")
+    return {"sentences": len(sentences), "shape": list(emb.shape), "out": args.out,
+            "int8": bool(model.quant.int8), "seconds": seconds}
 
 
 def _float_in(low, high=math.inf, *, low_open=False, what=None):
@@ -283,6 +361,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     sp.add_argument("--int8", action="store_true",
                     help="quantize a float checkpoint on load (a converted DIR is int8 already)")
+    sp = sub.add_parser("embed", help="sentence embeddings of a BERT encoder (mean pooling + L2 norm)")
+    common(sp, text=False)
+    sp.add_argument("--text", required=True, metavar="FILE",
+                    help="UTF-8 text file, one sentence per line (blank lines are skipped)")
+    sp.add_argument("--out", required=True, metavar="FILE.npy",
+                    help="where to write the [sentences, hidden] float32 embeddings (numpy .npy)")
+    sp.add_argument("--int8", action="store_true",
+                    help="quantize a float checkpoint on load (a converted DIR is int8 already)")
+    sp.add_argument("--batch-size", type=int_at_least(1), default=64,
+                    help="sentences per forward pass (default 64)")
+    sp.add_argument("--max-length", type=int_at_least(1), default=None,
+                    help="tokens per sentence after truncation (default: max_seq_length of "
+                    "sentence_bert_config.json, else the model's context)")
+    sp.add_argument("--no-normalize", action="store_true",
+                    help="write the mean-pooled embeddings without L2 normalization")
     return p
 
 
@@ -301,13 +394,21 @@ def _check_paths(args) -> None:
         what = "not a file" if os.path.exists(text) else "no such file"
         raise UsageError(f"--text {text}: {what}")
     out = getattr(args, "out", None)
-    if out is not None and os.path.exists(out) and not os.path.isdir(out):
+    if args.command == "embed":
+        if not out.endswith(".npy"):
+            raise UsageError(f"--out {out}: must be a .npy file name (numpy.save appends .npy otherwise)")
+        if os.path.isdir(out):
+            raise UsageError(f"--out {out}: is a directory; give a FILE.npy")
+        parent = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(parent):
+            raise UsageError(f"--out {out}: directory {parent} does not exist")
+    elif out is not None and os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out}: exists and is not a directory")
     if args.json is not None:
         parent = os.path.dirname(os.path.abspath(args.json))
         if not os.path.isdir(parent):
             raise UsageError(f"--json {args.json}: directory {parent} does not exist")
-    if args.command in ("perplexity", "outliers", "generate"):
+    if args.command in ("perplexity", "outliers", "generate", "embed"):
         Tokenizer(args.tokenizer, args.model)  # a missing tokenizer fails here, before loading
 
 
@@ -325,6 +426,7 @@ def main(argv=None) -> dict:
         "outliers": cmd_outliers,
         "convert": cmd_convert,
         "generate": cmd_generate,
+        "embed": cmd_embed,
     }[args.command]
     try:
         _check_paths(args)

@@ -1,4 +1,4 @@
-"""Model configuration: one dataclass for the three supported architectures, read from a
+"""Model configuration: one dataclass for the supported architectures, read from a
 Hugging Face ``config.json``, plus the int8 settings.
 
 Example::
@@ -24,7 +24,7 @@ from jaxint8.ops import check_threshold
 
 __all__ = ["ModelConfig", "QuantConfig", "ConfigError", "SUPPORTED_MODEL_TYPES"]
 
-SUPPORTED_MODEL_TYPES = ("gpt2", "opt", "llama")
+SUPPORTED_MODEL_TYPES = ("gpt2", "opt", "llama", "bert")
 
 
 class ConfigError(ValueError):
@@ -73,7 +73,7 @@ class QuantConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Architecture hyper-parameters shared by GPT-2, OPT and Llama (decoder-only models).
+    """Architecture hyper-parameters shared by GPT-2, OPT, Llama (decoders) and BERT (encoder).
 
     Build it with :meth:`from_hf_dict` / :meth:`from_pretrained_dir`; the original Hugging Face
     dict is kept in ``hf_config`` (it is what gets saved again).
@@ -105,6 +105,8 @@ class ModelConfig:
     # Llama RoPE: theta and scaling as a sorted tuple of (key, value) pairs (hashable).
     rope_theta: float = 10000.0
     rope_scaling: tuple | None = None
+    # BERT
+    type_vocab_size: int = 0
     bos_token_id: int | None = None
     eos_token_id: int | tuple | None = None
     pad_token_id: int | None = None
@@ -133,7 +135,7 @@ class ModelConfig:
                 f"unsupported model_type {model_type!r} in config.json "
                 f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
             )
-        parse = {"gpt2": _parse_gpt2, "opt": _parse_opt, "llama": _parse_llama}[model_type]
+        parse = {"gpt2": _parse_gpt2, "opt": _parse_opt, "llama": _parse_llama, "bert": _parse_bert}[model_type]
         common = dict(
             bos_token_id=d.get("bos_token_id"),
             eos_token_id=_eos(d.get("eos_token_id")),
@@ -245,4 +247,33 @@ def _parse_llama(d):
         mlp_bias=bool(d.get("mlp_bias", False)),
         rope_theta=theta,
         rope_scaling=scaling,
+    )
+
+
+def _parse_bert(d):
+    hidden, heads = int(_req(d, "hidden_size", "bert")), int(_req(d, "num_attention_heads", "bert"))
+    pos_type = d.get("position_embedding_type", "absolute")
+    if pos_type != "absolute":
+        raise ConfigError(
+            f"config.json (bert): position_embedding_type {pos_type!r} is not supported (only 'absolute')"
+        )
+    if d.get("is_decoder") or d.get("add_cross_attention"):
+        raise ConfigError("config.json (bert): is_decoder / add_cross_attention are not supported (encoder only)")
+    if hidden % heads:
+        raise ConfigError(
+            f"config.json (bert): hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
+        )
+    return dict(
+        vocab_size=int(_req(d, "vocab_size", "bert")),
+        hidden_size=hidden,
+        num_layers=int(_req(d, "num_hidden_layers", "bert")),
+        num_heads=heads,
+        num_kv_heads=heads,
+        head_dim=hidden // heads,
+        intermediate_size=int(_req(d, "intermediate_size", "bert")),
+        max_position_embeddings=int(d.get("max_position_embeddings", 512)),
+        norm_eps=float(d.get("layer_norm_eps", 1e-12)),
+        activation=d.get("hidden_act", "gelu"),
+        tie_word_embeddings=False,
+        type_vocab_size=int(d.get("type_vocab_size", 2)),
     )

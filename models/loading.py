@@ -41,7 +41,9 @@ __all__ = [
 ]
 
 # Buffers some checkpoints carry that are not parameters.
-_IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
+_IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq", "embeddings.position_ids")
+# BERT's pooler: not part of jaxint8.models.BertModel (which returns the last hidden state).
+_IGNORED_PREFIXES = ("pooler.", "bert.pooler.")
 INDEX_FILE = "model.safetensors.index.json"
 
 
@@ -110,7 +112,7 @@ class CheckpointReader:
         """``name`` as stored: also tries without the ``transformer.`` / ``model.`` head prefix."""
         if name in self.index:
             return name
-        for prefix in ("transformer.", "model."):
+        for prefix in ("transformer.", "model.", "bert."):
             if name.startswith(prefix) and name[len(prefix) :] in self.index:
                 return name[len(prefix) :]
         return None
@@ -148,7 +150,10 @@ class CheckpointReader:
         return key
 
     def unused(self) -> list[str]:
-        return sorted(k for k in self.index if k not in self.used and not k.endswith(_IGNORED_SUFFIXES))
+        return sorted(
+            k for k in self.index
+            if k not in self.used and not k.endswith(_IGNORED_SUFFIXES) and not k.startswith(_IGNORED_PREFIXES)
+        )
 
 
 def set_path(tree: dict, path: tuple[str, ...], value) -> None:
@@ -226,7 +231,7 @@ def load_pretrained(
 
     Args:
       path: directory with ``config.json`` and ``*.safetensors`` (optionally sharded with
-        ``model.safetensors.index.json``). ``model_type`` must be gpt2, opt or llama.
+        ``model.safetensors.index.json``). ``model_type`` must be gpt2, opt, llama or bert.
       int8: quantize every projection (except ``lm_head``) on load. Shorthand for
         ``quant=QuantConfig(int8=True)``.
       quant: full control: threshold and skip patterns (overrides ``int8``).
@@ -234,7 +239,8 @@ def load_pretrained(
       progress: show a tqdm progress bar.
 
     Returns:
-      ``(model, params)``: a Flax module and its ``params`` dict (``model.apply({"params": params}, ids)``).
+      ``(model, params)``: a Flax module and its ``params`` dict (``model.apply({"params": params}, ids)``:
+      logits for the decoders, the last hidden state for ``bert``).
 
     Raises:
       ConfigError: unsupported ``model_type`` or a bad ``config.json`` field (named).

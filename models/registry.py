@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import gpt2, llama, opt
+from . import bert, gpt2, llama, opt
 from .config import ConfigError, ModelConfig, QuantConfig
 
 __all__ = ["MODEL_CLASSES", "build_model", "abstract_params", "hf_param_map", "quantize_model"]
@@ -25,8 +25,10 @@ MODEL_CLASSES = {
     "gpt2": gpt2.GPT2LMHeadModel,
     "opt": opt.OPTForCausalLM,
     "llama": llama.LlamaForCausalLM,
+    "bert": bert.BertModel,
 }
-_HF_MAPS = {"gpt2": gpt2.hf_param_map, "opt": opt.hf_param_map, "llama": llama.hf_param_map}
+_HF_MAPS = {"gpt2": gpt2.hf_param_map, "opt": opt.hf_param_map, "llama": llama.hf_param_map,
+            "bert": bert.hf_param_map}
 
 
 def _check(cfg: ModelConfig):

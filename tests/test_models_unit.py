@@ -86,8 +86,8 @@ def _ids(shape=(2, 7), seed=0):
 
 
 def test_unsupported_model_type_names_field():
-    with pytest.raises(ConfigError, match="unsupported model_type 'bert'"):
-        ModelConfig.from_hf_dict({"model_type": "bert"})
+    with pytest.raises(ConfigError, match="unsupported model_type 't5'"):
+        ModelConfig.from_hf_dict({"model_type": "t5"})
 
 
 def test_missing_config_field_is_named():
@@ -247,7 +247,7 @@ def test_generation_config_validation():
         GenerationConfig(max_new_tokens=0)
 
 
-@pytest.mark.parametrize("name", ["config", "layers", "registry"])
+@pytest.mark.parametrize("name", ["config", "layers", "registry", "bert", "embedding"])
 def test_docstring_examples(name):
     import doctest
     import importlib
