@@ -119,6 +119,12 @@ def _check_weight(x, weight, bias, op, name, bias_name):
     if not isinstance(weight, Int8Weight):
         raise TypeError(f"{op}: {name} must be a jaxint8.Int8Weight (from jaxint8.quantize_weight), "
                         f"got {type(weight).__name__}")
+    if weight.qweight.ndim != 2:
+        raise ValueError(f"{op}: {name} is a stacked Int8Weight (qweight "
+                         f"{list(weight.qweight.shape)}: leading axes {list(weight.stack_shape)} "
+                         f"are layers); pass one layer's weight, e.g. "
+                         f"jax.tree.map(lambda a: a[i], {name}), or slice it with nn.scan / "
+                         f"jax.lax.scan / jax.vmap")
     if x.shape[-1] != weight.in_features:
         raise ValueError(f"{op}: x.shape[-1] = {x.shape[-1]} does not match {name}'s "
                          f"in_features = {weight.in_features} ({name}.qweight is "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,11 @@ class Int8Weight:
       scale: float32 ``[out_features]``, the absmax of each output column of the float weight.
 
     The dequantized weight is ``qweight * scale[:, None] / 127``.
+
+    A *stacked* weight (layers stacked for ``nn.scan`` / ``nnx.scan`` / ``vmap``, from
+    :func:`quantize_weight` of a ``[layers, in, out]`` kernel) has leading axes:
+    ``qweight [..., out, in]``, ``scale [..., out]``. The matmuls take one layer's weight: index
+    it (``jax.tree.map(lambda a: a[i], weight)``) or let ``scan`` / ``vmap`` slice it.
     """
 
     qweight: jax.Array
@@ -38,12 +44,20 @@ class Int8Weight:
         return self.qweight.shape[-2]
 
     @property
+    def stack_shape(self) -> tuple:
+        """The leading (stacked-layer) axes: ``()`` for one layer's weight."""
+        return tuple(self.qweight.shape[:-2])
+
+    @property
     def nbytes(self) -> int:
         return int(np.prod(self.qweight.shape)) + 4 * int(np.prod(self.scale.shape))
 
     def dequantize(self, dtype=jnp.float32) -> jax.Array:
-        """The float weight this stands for, in Flax layout ``[in_features, out_features]``."""
-        return reference.dequantize_weight(self.qweight, self.scale, dtype).T
+        """The float weight this stands for, in Flax layout ``[..., in_features, out_features]``."""
+        deq = functools.partial(reference.dequantize_weight, dtype=dtype)
+        for _ in self.stack_shape:
+            deq = jax.vmap(deq)
+        return jnp.swapaxes(deq(self.qweight, self.scale), -1, -2)
 
 
 def quantize_weight(w, *, transposed: bool = False) -> Int8Weight:
@@ -51,6 +65,10 @@ def quantize_weight(w, *, transposed: bool = False) -> Int8Weight:
 
     With ``transposed=True``, ``w`` is ``[out_features, in_features]`` (``torch.nn.Linear`` /
     Hugging Face layout), which is already the int8 layout: no transpose is materialized.
+
+    Leading axes are stacked layers (``nn.scan`` / ``nnx.scan`` kernels ``[layers, in, out]``):
+    each layer is quantized on its own, bit for bit as :func:`quantize_weight` of that slice,
+    into ``qweight [layers, out, in]`` and ``scale [layers, out]``.
 
     Example::
 
@@ -62,6 +80,9 @@ def quantize_weight(w, *, transposed: bool = False) -> Int8Weight:
         >>> w_torch = w.T                                   # a torch Linear weight [out, in]
         >>> jaxint8.quantize_weight(w_torch, transposed=True).qweight.shape
         (512, 256)
+        >>> stacked = jaxint8.quantize_weight(jax.numpy.stack([w, w, w]))   # 3 scanned layers
+        >>> stacked.qweight.shape, stacked.scale.shape
+        ((3, 512, 256), (3, 512))
 
     The layout cannot be checked here: a torch ``[out, in]`` weight passed without
     ``transposed=True`` is quantized as an ``[in, out]`` one. If it is not square, the result has
@@ -77,21 +98,27 @@ def quantize_weight(w, *, transposed: bool = False) -> Int8Weight:
 
     Raises:
       TypeError: ``w`` is not a floating-point array.
-      ValueError: ``w`` is not 2-D, or (outside of tracing) contains NaN or Inf.
+      ValueError: ``w`` has fewer than 2 dimensions, or (outside of tracing) contains NaN or Inf.
     """
     w = jnp.asarray(w)
     if not jnp.issubdtype(w.dtype, jnp.floating):
         raise TypeError(f"quantize_weight: w must be a floating-point array, got dtype {w.dtype}")
-    if w.ndim != 2:
+    if w.ndim < 2:
         layout = "[out_features, in_features]" if transposed else "[in_features, out_features]"
-        raise ValueError(f"quantize_weight: w must be 2-D {layout}, got shape {w.shape}")
-    qweight, scale = reference.quantize_weight_out_in(w if transposed else w.T)
+        raise ValueError(f"quantize_weight: w must be 2-D {layout} (or [layers, ...] stacked), "
+                         f"got shape {w.shape}")
+    quantize = reference.quantize_weight_out_in
+    for _ in range(w.ndim - 2):
+        quantize = jax.vmap(quantize)
+    qweight, scale = quantize(w if transposed else jnp.swapaxes(w, -1, -2))
     if not isinstance(scale, jax.core.Tracer):
         # scale[j] = max |w[:, j]|: NaN or Inf exactly when output feature j has one.
-        bad = np.flatnonzero(~np.isfinite(np.asarray(scale)))
+        bad = np.argwhere(~np.isfinite(np.asarray(scale)))
         if bad.size:
-            shown = ", ".join(map(str, bad[:8])) + (", ..." if bad.size > 8 else "")
-            raise ValueError(f"quantize_weight: w has NaN or Inf values in {bad.size} output "
+            names = [str(int(i[-1])) if len(i) == 1 else f"layer {tuple(map(int, i[:-1]))} "
+                     f"feature {int(i[-1])}" for i in bad[:8]]
+            shown = ", ".join(names) + (", ..." if len(bad) > 8 else "")
+            raise ValueError(f"quantize_weight: w has NaN or Inf values in {len(bad)} output "
                              f"feature(s) [{shown}]; a float matmul would give NaN/Inf there. "
                              f"Fix or zero those values before quantizing")
     return Int8Weight(qweight=qweight, scale=scale)

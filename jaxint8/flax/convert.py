@@ -16,7 +16,7 @@ def _is_dense(tree) -> bool:
     if not isinstance(tree, Mapping) or "kernel" not in tree or "scale" in tree:
         return False
     k = tree["kernel"]
-    return getattr(k, "ndim", 0) == 2 and jnp.issubdtype(k.dtype, jnp.floating)
+    return getattr(k, "ndim", 0) >= 2 and jnp.issubdtype(k.dtype, jnp.floating)
 
 
 def _quantize_dense(tree):
@@ -37,6 +37,10 @@ def quantize_dense_params(params: Mapping[str, Any], *, target: Optional[Mapping
 
     A Dense entry is a dict ``{'kernel': float [in, out], 'bias'?: [out]}``; it becomes
     ``{'kernel': int8 [out, in], 'scale': f32 [out], 'bias'?}``. Everything else is kept as is.
+    Layers stacked by ``nn.scan`` (``variable_axes={'params': 0}``, the MaxText layout) have a
+    kernel ``[layers, in, out]``: it becomes ``kernel`` int8 ``[layers, out, in]`` and ``scale``
+    ``[layers, out]``, each layer quantized as its unstacked kernel would be (bit for bit), and
+    the scan slices the leading axis for :class:`jaxint8.flax.Int8Dense`.
     Kernels must be in Flax's ``[in, out]`` layout: a torch / Hugging Face state dict's
     ``[out, in]`` weights must be transposed first (with ``target``, a non-square kernel in that
     layout raises an error saying so; a square one cannot be told apart). A NaN or Inf in a
@@ -59,6 +63,13 @@ def quantize_dense_params(params: Mapping[str, Any], *, target: Optional[Mapping
         >>> q = quantize_dense_params(p)
         >>> q["kernel"].shape, q["kernel"].dtype
         ((8, 4), dtype('int8'))
+
+    Scanned layers (see docs/workflows.md for a whole model)::
+
+        >>> stacked = {"kernel": jnp.ones((3, 4, 8)), "bias": jnp.zeros((3, 8))}
+        >>> q = quantize_dense_params({"layers": {"Dense_0": stacked}})
+        >>> q["layers"]["Dense_0"]["kernel"].shape, q["layers"]["Dense_0"]["scale"].shape
+        ((3, 8, 4), (3, 8))
     """
     exclude = frozenset(exclude)
 
@@ -71,19 +82,24 @@ def quantize_dense_params(params: Mapping[str, Any], *, target: Optional[Mapping
                                      f"int8 ('kernel' and 'scale'); pass the float params")
                 if not _is_dense(tree):
                     raise ValueError(f"quantize_dense_params: {where}: the int8 model expects a "
-                                     f"Dense entry with a 2-D float 'kernel' here")
+                                     f"Dense entry with a float 'kernel' [in, out] (or "
+                                     f"[layers, in, out] under nn.scan) here")
                 want = tuple(tgt["kernel"].shape)
-                got = tuple(tree["kernel"].shape)[::-1]
+                shape = tuple(tree["kernel"].shape)
+                got = shape[:-2] + shape[-2:][::-1]
                 if got != want:
                     hint = ""
-                    if got == want[::-1] and want[0] != want[1]:
+                    if len(got) != len(want):
+                        hint = ("; the number of stacked layer axes differs (nn.scan stacks the "
+                                "layers on axis 0: [layers, in, out])")
+                    elif got[-2:] == want[-2:][::-1] and want[-1] != want[-2]:
                         hint = ("; the float kernel is [out, in] (torch / Hugging Face layout): "
                                 "transpose it to Flax's [in, out] first, or quantize it with "
                                 "jaxint8.quantize_weight(w, transposed=True)")
                     raise ValueError(f"quantize_dense_params: {where}/kernel: float kernel "
                                      f"{list(tree['kernel'].shape)} gives int8 {list(got)}, the "
                                      f"int8 model expects {list(want)} (float [in, out] = "
-                                     f"{list(want[::-1])}){hint}")
+                                     f"{list(want[:-2] + want[-2:][::-1])}){hint}")
                 return _quantize_dense(tree)
             if isinstance(tgt, Mapping):
                 if not isinstance(tree, Mapping):

@@ -46,6 +46,10 @@ class Int8Linear(nnx.Module):
         >>> qlinear = Int8Linear.from_linear(linear)
         >>> qlinear(jnp.ones((4, 16))).shape
         (4, 32)
+
+    Stacked layers (``nnx.vmap``-created, for ``nnx.scan``): a ``Linear`` whose kernel is
+    ``[layers, in, out]`` becomes an ``Int8Linear`` with ``kernel [layers, out, in]`` and
+    ``scale [layers, out]``; ``nnx.scan`` over it hands each step one layer (docs/workflows.md).
     """
 
     def __init__(self, in_features: int, out_features: int, *, use_bias: bool = True,
@@ -63,8 +67,8 @@ class Int8Linear(nnx.Module):
             weight = quantize_weight(
                 kernel_init(rngs.params(), (in_features, out_features), param_dtype))
             bias = bias_init(rngs.params(), (out_features,), param_dtype) if use_bias else None
-        elif tuple(weight.qweight.shape) != (out_features, in_features):
-            swapped = (tuple(weight.qweight.shape) == (in_features, out_features)
+        elif tuple(weight.qweight.shape[-2:]) != (out_features, in_features):
+            swapped = (tuple(weight.qweight.shape[-2:]) == (in_features, out_features)
                        and in_features != out_features)
             hint = f": the in/out axes are swapped; {TRANSPOSED_HINT}" if swapped else ""
             raise ValueError(f"Int8Linear: weight.qweight must be [out_features, in_features] = "
@@ -86,7 +90,8 @@ class Int8Linear(nnx.Module):
     @classmethod
     def from_linear(cls, linear: nnx.Linear, *,
                     threshold: Optional[float] = DEFAULT_THRESHOLD) -> "Int8Linear":
-        """Quantizes a trained ``nnx.Linear`` (its kernel is ``[in, out]``)."""
+        """Quantizes a trained ``nnx.Linear`` (its kernel is ``[in, out]``, or
+        ``[layers, in, out]`` for stacked layers)."""
         if not isinstance(linear, nnx.Linear):
             raise TypeError(f"Int8Linear.from_linear: expected an nnx.Linear, "
                             f"got {type(linear).__name__}")
