@@ -58,7 +58,8 @@ def test_quantize_weight_errors():
     with pytest.raises(TypeError, match="floating-point"):
         jaxint8.quantize_weight(jnp.ones((4, 4), jnp.int32))
     with pytest.raises(ValueError, match=r"2-D \[in_features, out_features\]"):
-        jaxint8.quantize_weight(jnp.ones((4, 4, 4)))
+        jaxint8.quantize_weight(jnp.ones((4,)))
+    # 3-D is a stack of layers (nn.scan), tests/test_scan.py
 
 
 def test_primitive_shape_errors_name_the_argument(wq):
