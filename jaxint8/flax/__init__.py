@@ -18,12 +18,14 @@ from jaxint8.flax.convert import float32_int8_biases, quantize_dense_params, tra
 from jaxint8.flax.group import int8_dense_group
 from jaxint8.flax.linen import Int8Dense
 from jaxint8.flax.nnx import Int8Linear, QuantizedArray, quantize_linear_layers
+from jaxint8.flax.train import freeze_int8
 
 __all__ = [
     "Int8Dense",
     "Int8Linear",
     "QuantizedArray",
     "float32_int8_biases",
+    "freeze_int8",
     "int8_dense_group",
     "quantize_dense_params",
     "quantize_linear_layers",

@@ -120,13 +120,36 @@ def quantize_dense_params(params: Mapping[str, Any], *, target: Optional[Mapping
     return walk(params, target, ())
 
 
+def _is_int8_entry(tree) -> bool:
+    """An ``Int8Dense`` entry of params (int8 kernel) or of their gradients (float0 kernel)."""
+    return (isinstance(tree, Mapping) and "scale" in tree and "kernel" in tree
+            and jnp.dtype(tree["kernel"].dtype) in (jnp.dtype(jnp.int8),
+                                                     jnp.dtype(jax.dtypes.float0)))
+
+
 def trainable_mask(params) -> Any:
     """Pytree of bools: True for float leaves (trainable), False for the int8 kernels and their
-    scales. Use with ``optax.masked`` so optimizers skip the frozen int8 weights."""
+    scales (and any other non-float leaf).
+
+    Works on the params and on their gradients from ``jax.grad(..., allow_int=True)`` (where the
+    int8 kernels are ``float0``): the same tree either way. For training use
+    :func:`jaxint8.flax.freeze_int8`, which applies this mask *and* turns the frozen leaves'
+    updates into zeros that ``optax.apply_updates`` can add; ``optax.masked`` alone passes the
+    frozen leaves' gradients through as updates (a ``float0`` kernel gradient makes
+    ``optax.apply_updates`` raise ``TypeError: Called add with a float0 array``).
+
+    Example::
+
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxint8.flax import Int8Dense, trainable_mask
+        >>> p = Int8Dense(8).init(jax.random.key(0), jnp.ones((1, 4)))["params"]
+        >>> sorted(trainable_mask(p).items())
+        [('bias', True), ('kernel', False), ('scale', False)]
+    """
 
     def walk(tree):
         if isinstance(tree, Mapping):
-            frozen = _target_is_int8(tree)
+            frozen = _is_int8_entry(tree)
             return {k: (False if frozen and k in ("kernel", "scale") else walk(v))
                     for k, v in tree.items()}
         return jax.tree_util.tree_map(lambda a: bool(jnp.issubdtype(a.dtype, jnp.floating)), tree)
