@@ -50,8 +50,8 @@ __version__ = "0.1.0"  # before the imports: jaxint8.export records it
 from jaxint8 import reference  # noqa: E402
 from jaxint8._ffi import BUILT_WITH_CUDA  # noqa: E402
 from jaxint8.kernel_options import KernelOptions, kernel_options  # noqa: E402
-from jaxint8.ops import (DEFAULT_THRESHOLD, llm_int8_matmul, llm_int8_matmul_group,  # noqa: E402
-                         quantize_activations)
+from jaxint8.ops import (DEFAULT_THRESHOLD, MAX_IN_FEATURES, llm_int8_matmul,  # noqa: E402
+                         llm_int8_matmul_group, quantize_activations)
 from jaxint8.weights import Int8Weight, quantize_weight  # noqa: E402
 from jaxint8 import export  # noqa: E402
 from jaxint8.export import FFI_TARGETS  # noqa: E402
@@ -61,6 +61,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "FFI_TARGETS",
     "Int8Weight",
+    "MAX_IN_FEATURES",
     "export",
     "KernelOptions",
     "kernel_options",

@@ -14,9 +14,25 @@ from jaxint8 import partitioning, primitives
 from jaxint8.kernel_options import KernelOptions, resolve_kernel_options
 from jaxint8.weights import Int8Weight
 
-__all__ = ["llm_int8_matmul", "llm_int8_matmul_group", "quantize_activations", "DEFAULT_THRESHOLD"]
+__all__ = ["llm_int8_matmul", "llm_int8_matmul_group", "quantize_activations", "DEFAULT_THRESHOLD",
+           "MAX_IN_FEATURES"]
 
 DEFAULT_THRESHOLD = 6.0
+
+# The int8 GEMM accumulates in int32: k products of magnitude <= 127 * 127 must fit in
+# 2^31 - 1, so in_features <= 133144 (a wider input could overflow silently).
+MAX_IN_FEATURES = (2**31 - 1) // (127 * 127)
+
+
+def check_in_features(in_features: int, op: str, name: str = "x") -> None:
+    """A clear error when ``in_features`` exceeds :data:`MAX_IN_FEATURES` (int32 accumulator)."""
+    if in_features > MAX_IN_FEATURES:
+        raise ValueError(
+            f"{op}: {name}.shape[-1] = {in_features} exceeds {MAX_IN_FEATURES}, the widest input the "
+            f"int32 accumulator of the int8 GEMM holds without overflow (127 * 127 * "
+            f"in_features <= 2^31 - 1); split the layer's input: e.g. two weights over "
+            f"x[..., :k] and x[..., k:] (quantize_weight(w[:k]), quantize_weight(w[k:])) and sum "
+            f"the two llm_int8_matmul outputs")
 
 
 def check_threshold(threshold, where: str) -> float:
@@ -79,6 +95,9 @@ def llm_int8_matmul(x, weight: Int8Weight, bias=None, *, threshold=DEFAULT_THRES
     ``jax.grad`` with respect to ``x`` and ``bias`` (``dx = dy @ W_deq^T``); the int8 weight is
     frozen and gets no gradient (zero cotangents), as adapter/LoRA fine-tuning needs.
 
+    ``in_features`` is at most :data:`MAX_IN_FEATURES` = 133144 (``127 * 127 * in_features`` must
+    fit the int32 accumulator); a wider ``x`` raises a ``ValueError``: split the layer's input.
+
     Non-finite inputs propagate as in a float matmul: a NaN or Inf in ``x[i, c]`` makes row ``i``
     of the output non-finite (NaN/Inf) and leaves the other rows untouched (with the
     decomposition on, the column becomes an outlier; with it off, the row scale carries it).
@@ -107,6 +126,7 @@ def llm_int8_matmul(x, weight: Int8Weight, bias=None, *, threshold=DEFAULT_THRES
     op = "llm_int8_matmul"
     _check_x(x, op)
     threshold = check_threshold(threshold, op)
+    check_in_features(x.shape[-1], op)
     bias = _check_weight(x, weight, bias, op, "weight", "bias")
     out_dtype = _check_out_dtype(x, out_dtype, op)
     options = resolve_kernel_options(options, op)
@@ -157,6 +177,8 @@ def llm_int8_matmul_group(x, weights, biases=None, *, threshold=DEFAULT_THRESHOL
     should be sharded alike; otherwise the later ones are resharded to the first one's layout,
     with a warning).
 
+    ``in_features`` is at most :data:`MAX_IN_FEATURES` (as :func:`llm_int8_matmul`).
+
     Args:
       x: float32, bfloat16 or float16 ``[..., in_features]``.
       weights: a sequence of 1 to 8 :class:`Int8Weight` with ``in_features == x.shape[-1]``.
@@ -181,6 +203,7 @@ def llm_int8_matmul_group(x, weights, biases=None, *, threshold=DEFAULT_THRESHOL
     op = "llm_int8_matmul_group"
     _check_x(x, op)
     threshold = check_threshold(threshold, op)
+    check_in_features(x.shape[-1], op)
     weights = tuple(weights)
     if not 1 <= len(weights) <= primitives.MAX_GROUP_WEIGHTS:
         raise ValueError(f"{op}: weights must hold 1 to {primitives.MAX_GROUP_WEIGHTS} "

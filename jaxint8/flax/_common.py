@@ -33,6 +33,7 @@ def check_inputs(inputs, in_features, where: str, out_features=None) -> int:
     if len(shape) == 0:
         raise ValueError(f"{where}: inputs must have at least 1 dimension (features last), got a "
                          f"scalar; for a single feature pass an array of shape (1,)")
+    ops.check_in_features(shape[-1], where, "inputs")
     if in_features is not None and shape[-1] != in_features:
         hint = ""
         if out_features is not None and shape[-1] == out_features:
