@@ -190,6 +190,11 @@ def generate(
       int32 ``[len(prompts), max_new_tokens]``; after a row's EOS the rest is ``pad_token_id``
       (what ``transformers``' ``generate`` returns after the prompt).
     """
+    if model.config.model_type == "bert":
+        raise ValueError(
+            "generate needs a decoder (gpt2, opt, llama); a 'bert' encoder has no language-model "
+            "head (use jaxint8.models.embed for its sentence embeddings)"
+        )
     gen = dataclasses.replace(gen or GenerationConfig(), **kwargs)
     eos, pad = _default_ids(model, gen)
     gen = dataclasses.replace(gen, eos_token_id=eos, pad_token_id=pad)

@@ -165,6 +165,22 @@ def test_bert_config_errors_and_inputs():
         model.apply({"params": params}, ids, token_type_ids=jnp.ones((2, 4), jnp.int32))
 
 
+def test_save_load_quantized_and_generate_refused(tmp_path):
+    from jaxint8.models import build_model, generate, load_quantized, save_quantized
+
+    cfg = ModelConfig.from_hf_dict({"model_type": "bert", "vocab_size": 32, "hidden_size": 16,
+                                    "num_hidden_layers": 1, "num_attention_heads": 2,
+                                    "intermediate_size": 32, "max_position_embeddings": 8})
+    ids = jnp.array([[1, 2, 3]])
+    model = build_model(cfg)
+    model8, params8 = quantize_model(model, model.init(jax.random.key(0), ids)["params"])
+    save_quantized(tmp_path / "q", model8, params8)
+    model2, params2 = load_quantized(tmp_path / "q")
+    np.testing.assert_array_equal(model2.apply({"params": params2}, ids), model8.apply({"params": params8}, ids))
+    with pytest.raises(ValueError, match="generate needs a decoder"):
+        generate(model8, params8, [[1, 2]], max_new_tokens=2)
+
+
 def test_sample_sentences_deterministic():
     a, b = sample_sentences(300), sample_sentences(300)
     assert a == b and len(set(a)) == 300 and sample_sentences(300, seed=1) != a
