@@ -9,7 +9,7 @@ CPU otherwise. Two models (``--model``; ``auto``, the default, takes the real on
   in float32, bf16, int8 and int8 without the outlier decomposition. Prints the projections'
   weight memory, the cosine of each model's sentence embeddings to the float32 ones (mean, min),
   the top-1 agreement with float32 of a small retrieval task (50 queries vs 200 sentences) and
-  the forward time of the 50 queries (about 35 s on a 2-core CPU).
+  the forward time of the 50 queries (about 40 s on a 2-core CPU).
 * ``builtin``: a GPT-shaped Flax stack with random weights whose LayerNorm gains carry a few
   large hidden dimensions (the paper's "emergent outlier features"); prints the weight memory,
   the agreement of the logits with the float32 model (with and without the decomposition) and
