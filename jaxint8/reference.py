@@ -7,7 +7,8 @@ results or to run the paper's ablations.
 
 The numeric rules shared with the C++/CUDA handlers (``xla_ffi/common.h``):
 
-* ``absmax`` propagates NaN; a column whose absmax is NaN counts as an outlier.
+* ``absmax`` propagates NaN; a column whose absmax is NaN counts as an outlier. It is exact for
+  subnormal inputs (computed on the bit patterns: XLA's CPU float ops flush subnormals to zero).
 * quantization is ``round_half_even(x * (127 / scale))`` clamped to ±127; a zero scale gives
   multiplier 0 (no NaN); a non-finite product quantizes to 0.
 * dequantization is ``acc * (row_scale * col_scale * (1 / 16129))``.
@@ -25,6 +26,8 @@ Example::
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -49,9 +52,24 @@ QUANT_RANGE = 127.0
 _INV_RANGE_SQ = 1.0 / 16129.0
 
 
-def _absmax(x, axis):
-    # jnp.max propagates NaN, as the kernels' nan_absmax does.
+def _float_absmax(x, axis):
     return jnp.max(jnp.abs(x.astype(jnp.float32)), axis=axis, initial=0.0)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _absmax(x, axis):
+    # On the integer bit patterns: |x| is x's bits with the sign cleared, and for non-negative
+    # floats the integer order is the float order (NaN above +Inf, so NaN propagates as in the
+    # kernels' nan_absmax). Exact for subnormals, which XLA's CPU float ops flush to zero: a row
+    # of subnormals gets its subnormal absmax, as in the handlers. The derivative is jnp.max's.
+    bits = lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32) & 0x7FFFFFFF
+    return lax.bitcast_convert_type(jnp.max(bits, axis=axis, initial=0), jnp.float32)
+
+
+@_absmax.defjvp
+def _absmax_jvp(axis, primals, tangents):
+    _, tangent = jax.jvp(lambda v: _float_absmax(v, axis), primals, tangents)
+    return _absmax(primals[0], axis), tangent
 
 
 def _multiplier(scale):

@@ -49,3 +49,55 @@ def test_split_input_recipe():
     y = (jaxint8.llm_int8_matmul(x[:, :h], jaxint8.quantize_weight(w[:h]))
          + jaxint8.llm_int8_matmul(x[:, h:], jaxint8.quantize_weight(w[h:])))
     np.testing.assert_allclose(y, x @ w, atol=0.05)
+
+
+# --------------------------------------------------------------------------- subnormals
+# XLA's CPU runtime runs with FTZ/DAZ set; the quantization handlers clear them (IEEE
+# subnormals, as the CUDA kernels), and the reference computes absmax on bit patterns.
+
+def _subnormal_x(dtype):
+    x = np.zeros((4, 8), np.float32)
+    x[0] = np.float32(1e-40) * np.arange(1, 9, dtype=np.float32)    # all subnormal
+    x[1] = np.linspace(-1, 1, 8, dtype=np.float32)
+    x[2, :3] = np.float32(-3e-39)                                  # subnormal and zeros
+    x[3] = np.float32(2e-38) * np.array([1, -1, 0.5, 0.25, 1, 1, 1, 1], np.float32)  # tiny normal
+    return jnp.asarray(x, dtype)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_subnormal_rows_keep_their_scale(dtype, threshold):
+    from jaxint8 import primitives, reference
+
+    x = _subnormal_x(dtype)
+    x32 = np.asarray(x.astype(jnp.float32)).view(np.uint32) & 0x7FFFFFFF
+    want_rows = (x32.max(1)).view(np.float32)      # numpy absmax on the bits: no flushing
+    want_cols = (x32.max(0)).view(np.float32)
+    assert want_rows[0] > 0 and want_rows[0] < np.finfo(np.float32).tiny
+    xq, row_scale, idx, count = jaxint8.quantize_activations(x, threshold)
+    np.testing.assert_array_equal(row_scale, want_rows)
+    np.testing.assert_array_equal(primitives.column_absmax(x), want_cols)
+    # 127 / scale overflows for these rows: the rows quantize to zeros.
+    np.testing.assert_array_equal(np.asarray(xq)[[0, 2, 3]], 0)
+    # The reference, under XLA CPU, agrees bit for bit.
+    ref = reference.quantize_rows(x, reference.column_absmax(x), threshold)
+    for got, want in zip((xq, row_scale, idx, count), ref):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(reference.column_absmax(x), want_cols)
+    # The matmul: those rows are exactly the bias, the others unchanged.
+    wq = jaxint8.quantize_weight(0.1 * jax.random.normal(jax.random.key(0), (8, 4)))
+    bias = jnp.arange(4, dtype=jnp.float32)
+    y = jaxint8.llm_int8_matmul(x, wq, bias, threshold=threshold, out_dtype=jnp.float32)
+    np.testing.assert_array_equal(np.asarray(y)[[0, 2, 3]], np.broadcast_to(bias, (3, 4)))
+    y_ref = reference.llm_int8_matmul(x, wq.qweight, wq.scale, bias, threshold=threshold,
+                                      out_dtype=jnp.float32)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)
+
+
+def test_subnormal_weight_column_scale():
+    w = np.zeros((4, 3), np.float32)
+    w[:, 0] = np.float32(5e-40)
+    w[:, 1] = 1.0
+    wq = jaxint8.quantize_weight(jnp.asarray(w))
+    np.testing.assert_array_equal(wq.scale, np.array([5e-40, 1.0, 0.0], np.float32))
+    np.testing.assert_array_equal(np.asarray(wq.qweight)[0], 0)

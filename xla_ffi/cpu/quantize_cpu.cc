@@ -5,6 +5,7 @@
 
 #include "common.h"
 #include "cpu/float_io.h"
+#include "cpu/fp_env.h"
 #include "cpu/handlers_cpu.h"
 #include "cpu/parallel.h"
 #include "handlers.h"
@@ -47,12 +48,14 @@ void quantize_row(const float* __restrict row, const uint8_t* __restrict outlier
 ffi::Error ColumnAbsmax(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> col_amax) {
   ActivationShape sh;
   JAXINT8_RETURN_IF_ERROR(check_column_absmax(x, *col_amax, &sh));
+  ScopedIeeeSubnormals ieee;  // this thread; the pool threads below set their own
   float* out = col_amax->typed_data<float>();
   // Parallel over column blocks: each block owns its slice of the output.
   const int64_t col_block = 256;
   const int64_t n_blocks = (sh.k + col_block - 1) / col_block;
   parallel_for(pool, sh.nb * n_blocks, std::max<int64_t>(1, 4096 / std::max<int64_t>(sh.m, 1)),
                [&](int64_t begin, int64_t end) {
+    ScopedIeeeSubnormals ieee_chunk;
     std::vector<float> row(col_block);
     for (int64_t t = begin; t < end; ++t) {
       int64_t b = t / n_blocks, c0 = (t % n_blocks) * col_block;
@@ -75,6 +78,7 @@ ffi::Error QuantizeRows(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer c
   ActivationShape sh;
   JAXINT8_RETURN_IF_ERROR(check_quantize_rows(x, col_amax, *xq, *row_scale, *outlier_idx,
                                               *outlier_count, &sh));
+  ScopedIeeeSubnormals ieee;  // this thread; the pool threads below set their own
   const float* amax = col_amax.typed_data<float>();
   int8_t* q = xq->typed_data<int8_t>();
   float* rs = row_scale->typed_data<float>();
@@ -97,6 +101,7 @@ ffi::Error QuantizeRows(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer c
   // Rows are independent: scale over the non-outlier columns, then quantize.
   parallel_for(pool, sh.nb * sh.m, std::max<int64_t>(1, 16384 / std::max<int64_t>(sh.k, 1)),
                [&](int64_t begin, int64_t end) {
+    ScopedIeeeSubnormals ieee_chunk;
     std::vector<float> row(sh.k);
     for (int64_t r = begin; r < end; ++r) {
       const uint8_t* o = outlier.data() + (r / std::max<int64_t>(sh.m, 1)) * sh.k;
