@@ -45,7 +45,7 @@ def test_round_trip_is_bit_identical(dtype):
         return y + q, k
 
     x = _x(dtype)
-    exp = jexport.export(jax.jit(fn), platforms=("cpu",))(x, wq, b, wq2)
+    exp = jexport.export(jax.jit(fn))(x, wq, b, wq2)     # for this backend: CPU on CI
     blob = jexport.serialize(exp)
     assert isinstance(blob, bytes) and blob.startswith(b"jaxint8-exported\n0.1.0\n")
     restored = jexport.deserialize(blob)
@@ -131,6 +131,9 @@ def test_export_for_cuda_lowers_the_kernels():
     jexport.deserialize(jexport.serialize(exp))   # no call: this host may have no GPU
     exp2 = jexport.export(jax.jit(fn), platforms=("cpu", "cuda"))(x)
     assert exp2.platforms == ("cpu", "cuda")
+    restored = jexport.deserialize(jexport.serialize(exp2))
+    np.testing.assert_array_equal(np.asarray(restored.call(x), np.float32),
+                                  np.asarray(jax.jit(fn)(x), np.float32))   # on this backend
 
 
 @pytest.mark.skipif(jaxint8.BUILT_WITH_CUDA, reason="jaxint8 built with CUDA kernels")
