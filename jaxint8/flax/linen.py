@@ -24,8 +24,10 @@ class Int8Dense(nn.Module):
 
     ``init`` draws a float kernel with ``kernel_init`` and quantizes it, so a fresh layer behaves
     like a quantized ``nn.Dense``. To convert trained float params use
-    :func:`jaxint8.flax.quantize_dense_params`. The int8 kernel has no gradient: train adapters on
-    top, and mask the optimizer with :func:`jaxint8.flax.trainable_mask`.
+    :func:`jaxint8.flax.quantize_dense_params` (``[layers, in, out]`` kernels of ``nn.scan``-stacked
+    layers too: the scan hands each layer its ``[features, in_features]`` slice). The int8 kernel
+    has no gradient: train adapters on top, with the optimizer wrapped in
+    :func:`jaxint8.flax.freeze_int8` (docs/workflows.md).
 
     Attributes:
       features: number of output features.
