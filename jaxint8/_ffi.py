@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import jax
 
-try:
-    from jaxint8 import _jaxint8_ffi as _ext
-except ImportError as err:  # pragma: no cover - only without a build
-    raise ImportError(
-        "jaxint8's compiled extension (_jaxint8_ffi) is missing. Install the package with "
-        "`pip install .` from the repository root (an in-place checkout on sys.path shadows the "
-        "installed package: run from another directory or use `pytest`, not `python -m pytest`)."
-    ) from err
+# jaxint8/__init__.py has checked that the extension exists (and explains when it does not).
+from jaxint8 import _jaxint8_ffi as _ext
 
 CPU_TARGETS = tuple(sorted(_ext.cpu_targets()))
 CUDA_TARGETS = tuple(sorted(_ext.cuda_targets()))
