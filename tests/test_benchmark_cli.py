@@ -219,3 +219,73 @@ def test_layer_runs_on_cpu_and_says_when_the_plot_is_skipped(tmp_path):
     assert [(r["h"], r["o"], r["s"]) for r in data["rows"]] == [(64, 48, 1), (64, 48, 3)]
     for r in data["rows"]:
         assert r["jaxint8_relerr"] < r["xla_int8_relerr"] < 0.2  # the outlier columns need decomposition
+
+
+def test_layer_distinct_layer_outlier_sweep_on_cpu(tmp_path):
+    out = tmp_path / "sweep.json"
+    p = run(BENCH / "layer.py", "--shapes", "64x128", "--tokens", "4", "--outliers", "0,3,all,65",
+            "--layers", "2,4", "--reps", "1", "--out", out, env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.splitlines()
+    assert "bnb skipped: jax runs on cpu, not a GPU" in lines  # one line, not an error
+    assert "outliers 65 > in_features 64: skipped" in lines
+    data = json.loads(out.read_text())
+    methods = ["bf16", "xla_int8", "jaxint8", "jaxint8_t0", "jnp_llm_int8"]
+    assert data["meta"]["methods"] == methods and data["meta"]["layers"] == [2, 4]
+    assert data["meta"]["skipped"] == {"bnb": "jax runs on cpu, not a GPU"}
+    assert [(r["h"], r["o"], r["s"], r["k"]) for r in data["rows"]] == [(64, 128, 4, k) for k in (0, 3, 64)]
+    for r in data["rows"]:
+        for m in methods:
+            assert r[m] > 0 and set(r[m + "_t"]) == {"2", "4"}
+            assert r[m] == pytest.approx(r[m + "_t"]["4"] / 4)
+            assert r[m + "_slope"] == pytest.approx((r[m + "_t"]["4"] - r[m + "_t"]["2"]) / 2)
+        if r["k"] <= 32:  # within the 32-column capacity: LLM.int8()'s accuracy
+            assert r["jnp_llm_int8_relerr"] < 2e-2
+        if r["k"] == 0:
+            assert r["jnp_llm_int8_relerr"] == pytest.approx(r["xla_int8_relerr"], rel=1e-3)
+        if r["k"] == 3:  # the outlier columns need the decomposition
+            assert r["jnp_llm_int8_relerr"] < 0.7 * r["xla_int8_relerr"]
+    table = lines[lines.index(next(line for line in lines if line.lstrip().startswith("shape"))):]
+    assert len(table) == 1 + 3 * len(methods)
+    assert "wall x" in table[0] and "slope x" in table[0]
+
+
+def test_jnp_llm_int8_is_llm_int8_up_to_its_capacity():
+    import sys
+
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    import jaxint8
+
+    sys.path.insert(0, str(BENCH))
+    import layer
+
+    h, o, s = 256, 128, 8
+    w = layer.weight_f32(jax.random.key(0), h, o)
+    qw = jaxint8.quantize_weight(w)
+    err = {}
+    for k in (8, 32, 64):
+        x = layer.activations(jax.random.key(1), layer.outlier_columns(h, k), s, h)
+        assert int(jnp.sum(jnp.max(jnp.abs(x), axis=0) >= 6.0)) == k  # exactly k outlier columns
+        ref = jnp.dot(x.astype(jnp.float32), w, precision=lax.Precision.HIGHEST)
+        err[k] = (layer.rel_err(layer.jnp_llm_int8_matmul(x, qw.qweight, qw.scale), ref),
+                  layer.rel_err(jaxint8.llm_int8_matmul(x, qw, threshold=6.0), ref))
+    for k in (8, 32):
+        assert err[k][0] < 1.1 * err[k][1]
+    assert err[64][0] > 1.2 * err[64][1]  # 32 outlier columns left in the int8 product
+
+
+BAD_LAYER_ARGS = [
+    (["--outliers", "six"], "argument --outliers: invalid outlier list value: 'six'"),
+    (["--layers", "16"], "argument --layers: invalid layer pair value: '16'"),
+    (["--layers", "--calls", "4"], "argument --calls: not used with --layers"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_LAYER_ARGS, ids=["outliers", "layers", "calls"])
+def test_layer_sweep_arguments_fail_as_usage_errors(args, message):
+    p = run("-c", DRIVER, BENCH / "layer.py", *args, timeout=60)
+    assert message in p.stderr, p.stderr[-1000:]
+    assert p.stdout.strip().splitlines()[-1] == "DRIVER 2 False", p.stdout[-500:]
