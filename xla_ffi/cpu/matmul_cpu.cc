@@ -13,6 +13,7 @@
 //      without floating-point contraction (CMakeLists.txt: -ffp-contract=off).
 //   3. the epilogue: dequantize, add the outlier part, then the bias, cast.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #if defined(__x86_64__)
@@ -242,15 +243,21 @@ struct Isa {
   void (*outliers)(const float*, int32_t, const float*, int64_t, float*) = outliers_generic;
 };
 
+// JAXINT8_CPU_ISA=generic|avx2 (read once, at load) caps the paths below what the CPU supports:
+// the tests run the bit-exactness checks on every path of the machine they run on.
 Isa pick_isa() {
   Isa isa;
 #ifdef JAXINT8_HAVE_X86_PATHS
+  const char* cap_env = std::getenv("JAXINT8_CPU_ISA");
+  const std::string cap = cap_env ? cap_env : "";
+  if (cap == "generic") return isa;
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2")) {
     isa.gemm = Gemm::kAvx2;
     isa.tile = tile_avx2;
     isa.outliers = outliers_avx2;
   }
+  if (cap == "avx2") return isa;
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vnni"))
     isa.gemm = Gemm::kVnni;
@@ -305,11 +312,11 @@ void matmul_task(const MatmulArgs& a, const BatchData& d, int64_t j0, int64_t r0
       for (int64_t j = 0; j < w; ++j) {
         const int8_t* src = wq + j * h;
         int64_t sum = 0;
-        for (int64_t k = 0; k < h; ++k) {
-          wp[(k >> 2) * (4 * kBlock) + j * 4 + (k & 3)] = src[k];
-          sum += src[k];
-        }
+        for (int64_t k = 0; k < h; ++k) sum += src[k];
         comp[j] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(sum * 128)));
+        int64_t k = 0;
+        for (; k + 4 <= h; k += 4) std::memcpy(&wp[k * kBlock + j * 4], src + k, 4);
+        for (; k < h; ++k) wp[(k >> 2) * (4 * kBlock) + j * 4 + (k & 3)] = src[k];
       }
       gemm_vnni(d.xu.data() + r0 * hp, hp, wp.data(), comp, rows, acc.data());
       break;

@@ -10,12 +10,23 @@
 #include "cpu/parallel.h"
 #include "handlers.h"
 
+// Hot loops are compiled for AVX-512 and AVX2 too, picked at load time (ifunc). They are
+// elementwise operations and exact maxima, so every variant gives the same bits.
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define JAXINT8_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef JAXINT8_CLONES
+#define JAXINT8_CLONES
+#endif
+
 namespace jaxint8::cpu {
 namespace {
 
 // max over non-outlier columns of |row[c]|, NaN-propagating like nan_absmax. Eight independent
 // partial maxima and a separate NaN flag let the compiler vectorize the loop.
-float masked_row_absmax(const float* __restrict row, const uint8_t* __restrict outlier,
+JAXINT8_CLONES float masked_row_absmax(const float* __restrict row, const uint8_t* __restrict outlier,
                         int64_t h) {
   float m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   bool nan = false;
@@ -35,12 +46,21 @@ float masked_row_absmax(const float* __restrict row, const uint8_t* __restrict o
 
 // Separate function with restrict pointers: int8 stores may alias anything, which would
 // otherwise force a reload of every captured value per element and block vectorization.
-void quantize_row(const float* __restrict row, const uint8_t* __restrict outlier,
+JAXINT8_CLONES void quantize_row(const float* __restrict row, const uint8_t* __restrict outlier,
                   int8_t* __restrict q, int64_t h, float mult) {
   for (int64_t c = 0; c < h; ++c) {
     int8_t v = quantize_value(row[c], mult);
     q[c] = outlier[c] ? 0 : v;
   }
+}
+
+// load_floats with the 16-bit conversions compiled per ISA.
+JAXINT8_CLONES void load_row(const ffi::AnyBuffer& x, int64_t offset, int64_t n, float* dst) {
+  load_floats(x, offset, n, dst);
+}
+
+JAXINT8_CLONES void absmax_update(float* __restrict amax, const float* __restrict row, int64_t w) {
+  for (int64_t c = 0; c < w; ++c) amax[c] = nan_absmax(amax[c], row[c]);
 }
 
 }  // namespace
@@ -63,8 +83,8 @@ ffi::Error ColumnAbsmax(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi:
       float* amax = out + b * sh.k + c0;
       std::fill(amax, amax + w, 0.0f);
       for (int64_t i = 0; i < sh.m; ++i) {
-        load_floats(x, (b * sh.m + i) * sh.k + c0, w, row.data());
-        for (int64_t c = 0; c < w; ++c) amax[c] = nan_absmax(amax[c], row[c]);
+        load_row(x, (b * sh.m + i) * sh.k + c0, w, row.data());
+        absmax_update(amax, row.data(), w);
       }
     }
   });
@@ -105,7 +125,7 @@ ffi::Error QuantizeRows(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer c
     std::vector<float> row(sh.k);
     for (int64_t r = begin; r < end; ++r) {
       const uint8_t* o = outlier.data() + (r / std::max<int64_t>(sh.m, 1)) * sh.k;
-      load_floats(x, r * sh.k, sh.k, row.data());
+      load_row(x, r * sh.k, sh.k, row.data());
       rs[r] = masked_row_absmax(row.data(), o, sh.k);
       float mult = quant_multiplier(rs[r]);
       quantize_row(row.data(), o, q + r * sh.k, sh.k, mult);
