@@ -38,6 +38,7 @@ _CHOICES = {
     "gemm": ("auto", "skinny", "tiled", "sm90"),
     "decode": ("auto", "token", "dp4a", "mma"),
     "fused_quant": ("auto", "always", "never"),
+    "outliers": ("auto", "epilogue", "gemm"),
 }
 _INT_CHOICES = {
     "gemv_ksplit": (0, 1, 2, 4),
@@ -63,12 +64,16 @@ class KernelOptions:
       gemv_ksplit: 0 (auto), or K slices per weight row in the dp4a GEMVs: 1, 2 or 4.
       token_loads: 0 (auto), or 16-byte weight loads in flight per lane in the one-token GEMV
         without K slices: 4 or 6.
+      outliers: how the prefill GEMMs (17+ tokens) add the outlier columns: ``"auto"`` (the
+        GEMM epilogue adds up to 8; more go through ``"gemm"``), ``"epilogue"`` (always the
+        epilogue: a loop over the columns per output element, slow for many) or ``"gemm"`` (a
+        tensor-core GEMM over the gathered outlier columns whose result the epilogue adds).
 
     Example::
 
         >>> import jaxint8
         >>> jaxint8.KernelOptions(gemm="tiled")
-        KernelOptions(gemm='tiled', decode='auto', fused_quant='auto', gemv_ksplit=0, token_loads=0)
+        KernelOptions(gemm='tiled', decode='auto', fused_quant='auto', gemv_ksplit=0, token_loads=0, outliers='auto')
         >>> jaxint8.KernelOptions(gemm="fast")
         Traceback (most recent call last):
         ...
@@ -80,6 +85,7 @@ class KernelOptions:
     fused_quant: str = "auto"
     gemv_ksplit: int = 0
     token_loads: int = 0
+    outliers: str = "auto"
 
     def __post_init__(self):
         for name, choices in _CHOICES.items():

@@ -225,23 +225,39 @@ def _hidden_before(hidden):
     return results
 
 
-# The Hopper GEMM's workspace (xla_ffi/cuda/sm90/gemm_sm90.h, int8_gemm_sm90_workspace_bytes):
-# compact outlier operands x[:, O] [m, ld] and W_deq[O, :] [n, ld] in float32, ld = the first
-# up to 128 outlier columns rounded up to 4. Only prefill-sized calls (m > 16) take that path.
+# The workspace of a CUDA matmul call (layout in xla_ffi/cuda/dispatch.cu), for prefill sizes
+# (m > 16 tokens) only:
+# * the tensor-core outlier product's buffers (xla_ffi/cuda/outlier_product.cu,
+#   outlier_product_workspace_bytes): the f32 partial [m, n] (aligned up to 256 bytes) and the
+#   gathered x[:, O] as 16-bit values [m, ceil(k / 32) * 32] (three of them for f32 x); none with
+#   KernelOptions(outliers="epilogue");
+# * the Hopper GEMM's outlier staging (xla_ffi/cuda/sm90/gemm_sm90.h,
+#   int8_gemm_sm90_workspace_bytes): x[:, O] [m, ld] and W_deq[O, :] [n, ld] in float32, ld = the
+#   first up to 128 outlier columns rounded up to 4; none with KernelOptions(gemm="tiled").
 _SM90_OUTLIER_CAP, _DECODE_MAX_TOKENS, _WORKSPACE_ALIGN = 128, 16, 256
 
 
-def sm90_workspace_bytes(m, n, k, options):
+def _align(nbytes):
+    return -(-nbytes // _WORKSPACE_ALIGN) * _WORKSPACE_ALIGN
+
+
+def gemm_workspace_bytes(m, n, k, x_dtype, options):
     """Bytes of the GEMM workspace a CUDA matmul call gets for ``m`` tokens (0 when unused)."""
-    if m <= _DECODE_MAX_TOKENS or options.gemm in ("skinny", "tiled"):
+    if m <= _DECODE_MAX_TOKENS or options.gemm == "skinny":
         return 0
-    ld = min((k + 3) // 4 * 4, _SM90_OUTLIER_CAP)
-    return -(-m * ld * 4 // _WORKSPACE_ALIGN) * _WORKSPACE_ALIGN + n * ld * 4
+    size = 0
+    if options.outliers != "epilogue":
+        planes = 3 if jnp.dtype(x_dtype) == jnp.float32 else 1
+        size += _align(m * n * 4) + planes * m * (-(-k // 32) * 32) * 2
+    if options.gemm != "tiled":
+        ld = min((k + 3) // 4 * 4, _SM90_OUTLIER_CAP)
+        size += _align(m * ld * 4) + n * ld * 4
+    return size
 
 
-def _workspace_aval(x_shape, ns, options):
-    m, k = x_shape[-2], x_shape[-1]
-    size = max(sm90_workspace_bytes(m, n, k, options) for n in ns)
+def _workspace_aval(x_aval, ns, options):
+    m, k = x_aval.shape[-2], x_aval.shape[-1]
+    size = max(gemm_workspace_bytes(m, n, k, x_aval.dtype, options) for n in ns)
     return jax.core.ShapedArray((size,), jnp.dtype(jnp.uint8))
 
 
@@ -302,8 +318,8 @@ _OPTIONS = {"options": _kernel_options_attr}
 
 
 def _matmul_workspace(avals_in, own, params):
-    """int8_matmul's CUDA scratch: the workspace (own = [y])."""
-    return (_workspace_aval(avals_in[0].shape, [own[0].shape[-1]], params["options"]),)
+    """int8_matmul's CUDA scratch: the workspace (own = [y]; avals_in[2] is x)."""
+    return (_workspace_aval(avals_in[2], [own[0].shape[-1]], params["options"]),)
 
 
 def _fused_hidden(avals_in, own, params):
@@ -316,7 +332,7 @@ def _fused_hidden_cuda(avals_in, own, params):
     """The fused targets' CUDA scratch: the intermediates, then the workspace."""
     ns = [y.shape[-1] for y in own]
     return _fused_hidden(avals_in, own, params) + (
-        _workspace_aval(avals_in[0].shape, ns, params["options"]),)
+        _workspace_aval(avals_in[0], ns, params["options"]),)
 
 
 column_absmax_p = _define("jaxint8_column_absmax", _column_absmax_abstract, _column_absmax_ref, {})

@@ -21,10 +21,11 @@ def _weight(h=64, o=32, seed=0):
 
 def test_defaults_are_automatic():
     o = jaxint8.KernelOptions()
-    assert (o.gemm, o.decode, o.fused_quant, o.gemv_ksplit, o.token_loads) == ("auto",) * 3 + (0, 0)
+    assert (o.gemm, o.decode, o.fused_quant, o.gemv_ksplit, o.token_loads, o.outliers) == (
+        ("auto",) * 3 + (0, 0, "auto"))
     assert current_kernel_options() == o
     assert {k: int(v) for k, v in o.ffi_attributes().items()} == dict(
-        gemm=0, decode=0, fused_quant=0, gemv_ksplit=0, token_loads=0)
+        gemm=0, decode=0, fused_quant=0, outliers=0, gemv_ksplit=0, token_loads=0)
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -34,6 +35,7 @@ def test_defaults_are_automatic():
     ("gemv_ksplit", 3, r"gemv_ksplit must be one of 0, 1, 2, 4 \(0 = automatic\); got 3"),
     ("token_loads", 8, "token_loads must be one of 0, 4, 6"),
     ("token_loads", True, "token_loads must be one of 0, 4, 6"),
+    ("outliers", "tensor", "outliers must be one of 'auto', 'epilogue', 'gemm'"),
 ])
 def test_invalid_values_name_the_field(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -42,9 +44,9 @@ def test_invalid_values_name_the_field(field, value, match):
 
 def test_codes_follow_the_choices():
     o = jaxint8.KernelOptions(gemm="sm90", decode="mma", fused_quant="never", gemv_ksplit=4,
-                              token_loads=6)
+                              token_loads=6, outliers="gemm")
     assert {k: int(v) for k, v in o.ffi_attributes().items()} == dict(
-        gemm=3, decode=3, fused_quant=2, gemv_ksplit=4, token_loads=6)
+        gemm=3, decode=3, fused_quant=2, outliers=2, gemv_ksplit=4, token_loads=6)
     assert all(v.dtype == np.int32 for v in o.ffi_attributes().values())
 
 
@@ -112,15 +114,27 @@ def test_block_retraces_jitted_functions():
     np.testing.assert_array_equal(np.asarray(y0), np.asarray(y1))  # CPU: options are ignored
 
 
-@pytest.mark.parametrize("m,options,expect", [
-    (16, jaxint8.KernelOptions(), 0),                  # decode sizes: no sm90 GEMM
-    (17, jaxint8.KernelOptions(gemm="tiled"), 0),      # pinned off the sm90 path
-    (64, jaxint8.KernelOptions(), 64 * 64 * 4 + 32 * 64 * 4),  # ld = k = 64: [m, ld] + [n, ld] f32
-    (300, jaxint8.KernelOptions(), 300 * 128 * 4 + 32 * 128 * 4),  # k = 1000: ld capped at 128
+_PRODUCT_64 = 64 * 32 * 4 + 64 * 64 * 2           # partial [m, n] f32 + x[:, O] bf16 [m, 64]
+
+
+@pytest.mark.parametrize("m,options,dtype,expect", [
+    (16, jaxint8.KernelOptions(), jnp.bfloat16, 0),                 # decode sizes: no workspace
+    (17, jaxint8.KernelOptions(gemm="skinny"), jnp.bfloat16, 0),    # pinned to the decode kernels
+    (64, jaxint8.KernelOptions(gemm="tiled", outliers="epilogue"), jnp.bfloat16, 0),
+    (64, jaxint8.KernelOptions(gemm="tiled"), jnp.bfloat16, _PRODUCT_64),
+    # the f32 x is gathered as three bf16 terms; k = 64 is a multiple of 32
+    (64, jaxint8.KernelOptions(gemm="tiled"), jnp.float32, 64 * 32 * 4 + 3 * 64 * 64 * 2),
+    # sm90 staging: ld = k = 64: [m, ld] + [n, ld] f32, after the product's buffers
+    (64, jaxint8.KernelOptions(outliers="epilogue"), jnp.bfloat16, 64 * 64 * 4 + 32 * 64 * 4),
+    (64, jaxint8.KernelOptions(), jnp.bfloat16, _PRODUCT_64 + 64 * 64 * 4 + 32 * 64 * 4),
+    # k = 1000: x[:, O] padded to 1024 columns; staging ld capped at 128; partial 300 * 32 * 4
+    # aligned up to 256 bytes
+    (300, jaxint8.KernelOptions(), jnp.float16,
+     38400 + 300 * 1024 * 2 + 300 * 128 * 4 + 32 * 128 * 4),
 ])
-def test_workspace_bytes(m, options, expect):
+def test_workspace_bytes(m, options, dtype, expect):
     k = 64 if m < 300 else 1000
-    assert primitives.sm90_workspace_bytes(m, 32, k, options) == expect
+    assert primitives.gemm_workspace_bytes(m, 32, k, dtype, options) == expect
 
 
 @pytest.mark.skipif(not jaxint8.BUILT_WITH_CUDA, reason="the CUDA lowering needs the CUDA handlers")
@@ -134,7 +148,7 @@ def test_cuda_lowering_carries_options_and_workspace():
     for key, value in (("gemm", 3), ("decode", 2), ("fused_quant", 0), ("gemv_ksplit", 2),
                        ("token_loads", 0)):
         assert re.search(rf"{key} = {value} : i32", call), call
-    nbytes = primitives.sm90_workspace_bytes(64, 48, 256, opts)
+    nbytes = primitives.gemm_workspace_bytes(64, 48, 256, jnp.bfloat16, opts)
     assert nbytes > 0 and f"tensor<{nbytes}xui8>" in call, call
     # the CPU lowering has neither
     cpu = f.trace(x).lower(lowering_platforms=("cpu",)).as_text()

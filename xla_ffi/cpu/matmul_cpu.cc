@@ -13,9 +13,7 @@
 //      without floating-point contraction (CMakeLists.txt: -ffp-contract=off).
 //   3. the epilogue: dequantize, add the outlier part, then the bias, cast.
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <string>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -243,21 +241,16 @@ struct Isa {
   void (*outliers)(const float*, int32_t, const float*, int64_t, float*) = outliers_generic;
 };
 
-// JAXINT8_CPU_ISA=generic|avx2 (read once, at load) caps the paths below what the CPU supports:
-// the tests run the bit-exactness checks on every path of the machine they run on.
+// The widest paths this CPU supports (chosen once, at load).
 Isa pick_isa() {
   Isa isa;
 #ifdef JAXINT8_HAVE_X86_PATHS
-  const char* cap_env = std::getenv("JAXINT8_CPU_ISA");
-  const std::string cap = cap_env ? cap_env : "";
-  if (cap == "generic") return isa;
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2")) {
     isa.gemm = Gemm::kAvx2;
     isa.tile = tile_avx2;
     isa.outliers = outliers_avx2;
   }
-  if (cap == "avx2") return isa;
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vnni"))
     isa.gemm = Gemm::kVnni;

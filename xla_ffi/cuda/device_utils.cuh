@@ -7,7 +7,9 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cstdint>
+#include <mutex>
 #include <utility>
+#include <vector>
 
 #include "common.h"
 #include "cuda/kernels.h"
@@ -163,6 +165,26 @@ int resident_blocks(Kernel kernel, int threads, int smem = 0) {
     return 1;
   }
   return n > 1 ? n : 1;
+}
+
+// Raises `kernel`'s dynamic shared-memory limit to `bytes` on the current device, once per
+// (kernel, device), with the calling thread's capture mode relaxed (the call may come while XLA
+// records a CUDA graph, where cudaFuncSetAttribute is otherwise refused).
+inline cudaError_t opt_in_dynamic_smem(const void* kernel, int bytes) {
+  static std::mutex mu;
+  static std::vector<std::pair<const void*, int>> done;  // (kernel, device)
+  int dev = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err != cudaSuccess) return err;
+  std::lock_guard<std::mutex> lock(mu);
+  for (const auto& d : done)
+    if (d.first == kernel && d.second == dev) return cudaSuccess;
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  if (err == cudaSuccess) done.emplace_back(kernel, dev);
+  return err;
 }
 
 #define JAXINT8_CUDA_RETURN_IF_ERROR(expr)        \

@@ -29,6 +29,14 @@
 //        m > 512, tiles(128x256) < 2 * SMs             ping-pong 128x128
 //        m > 512                                       cooperative 128x256, cluster 2x1
 //   6  otherwise (aligned)                            tiled mma.sync kernel (gemm_sm80.cu)
+//  Outlier columns of the rows 5-6 GEMMs (count c, read on the device) [outliers: "epilogue" | "gemm"]
+//   7  c <= 8                                          the GEMM epilogue adds them
+//      c > 8                                           tensor-core outlier product before the GEMM
+//                                                      (outlier_product.cu), the epilogue adds it
+//   (decode GEMMs, row 4: their epilogue, any count)
+//
+// Workspace of a call (from XLA, sized by jaxint8/primitives.py): the outlier product's buffers
+// (unless outliers = "epilogue"), then the sm90 outlier staging (unless gemm = "tiled").
 //
 // Measured reasons for the thresholds are in docs/kernels.md and at the constants below.
 #include "cuda/dispatch.h"
@@ -66,6 +74,10 @@ constexpr int kDecodeL2Prefetch = 2048;
 // epilogue); above, the 128x256 cooperative kernel (178 vs 258 us at m = 1024) unless it would run
 // fewer than two tiles per SM (1024x5120x20480 with 6 outliers: ping-pong 128x128 218 vs 254 us).
 constexpr int64_t kSm90PingpongMaxM = 512;
+// Outlier columns the prefill epilogues add themselves; more take the tensor-core product (its
+// partial costs one write and one read of an m x n f32 array; the epilogue loop costs O(count)
+// per output element).
+constexpr int kEpilogueMaxOutliers = 8;
 
 enum class GemmPath { kDecode, kSm90, kTiled };
 
@@ -135,6 +147,23 @@ Int8GemmParams batch_params(const Int8GemmParams& p, int64_t b) {
   return q;
 }
 
+// Where a prefill GEMM's outlier term comes from, and what it leaves of the workspace for the
+// sm90 staging. Returns the outlier product's buffers (partial == nullptr: no product).
+OutlierProductBuffers attach_workspace(Int8GemmParams& p, const MatmulCall& call, const KernelOptions& o) {
+  p.workspace = call.workspace;
+  p.workspace_bytes = call.workspace_bytes;
+  const OutliersChoice choice = o.outliers_choice();
+  if (choice == OutliersChoice::kEpilogue || p.outlier_count == nullptr || p.m <= kDecodeMaxTokens) return {};
+  const size_t bytes = outlier_product_workspace_bytes(p.m, p.n, p.k, p.x_type);
+  if (call.workspace == nullptr || call.workspace_bytes < bytes) return {};
+  const OutlierProductBuffers b = outlier_product_buffers(call.workspace, p.m, p.n);
+  p.workspace = static_cast<char*>(call.workspace) + bytes;
+  p.workspace_bytes = call.workspace_bytes - bytes;
+  p.outlier_partial = b.partial;
+  p.partial_min_count = choice == OutliersChoice::kGemm ? 0 : kEpilogueMaxOutliers;
+  return b;
+}
+
 // One decode launch over `count` weights; pdl: the previous kernel on the stream is the row pass.
 cudaError_t launch_decode(const Int8GemmParams* ps, int count, const KernelOptions& o, const DeviceInfo& dev,
                           cudaStream_t stream, bool pdl) {
@@ -178,10 +207,15 @@ Status launch_gemms(const MatmulCall& call, const KernelOptions& o, const Device
   for (int i = 0; i < call.count; ++i) {
     for (int64_t b = 0; b < call.nb; ++b) {  // batch elements share the workspace, in stream order
       Int8GemmParams p = batch_params(call.ps[i], b);
-      p.workspace = call.workspace;
-      p.workspace_bytes = call.workspace_bytes;
       const bool first = i == 0 && b == 0;
       p.outliers_staged = staged && first;
+      if (choose_gemm(p, o, dev) != GemmPath::kDecode) {
+        const OutlierProductBuffers product = attach_workspace(p, call, o);
+        if (product.partial != nullptr) {
+          const cudaError_t err = launch_outlier_product(p, product, p.partial_min_count, dev.num_sms, stream);
+          if (err != cudaSuccess) return {err, "outlier product"};
+        }
+      }
       const cudaError_t err = launch_gemm(p, o, dev, stream, pdl && first);
       if (err != cudaSuccess) return {err, "int8 GEMM"};
     }
@@ -289,8 +323,7 @@ Status run_llm_int8_matmul(const QuantizeCall& q, const MatmulCall& call, const 
 #ifdef JAXINT8_WITH_SM90
   if (call.count == 1 && call.nb == 1) {
     Int8GemmParams p = call.ps[0];
-    p.workspace = call.workspace;
-    p.workspace_bytes = call.workspace_bytes;
+    attach_workspace(p, call, options);
     if (choose_gemm(p, options, dev) == GemmPath::kSm90) staging = int8_gemm_sm90_outlier_staging(p);
   }
 #endif

@@ -2,11 +2,11 @@
 // 128x128x64 CTA tiles, 8 warps (2 x 4, 64x32 warp tiles), 4-stage cp.async pipeline,
 // ldmatrix from an XOR-swizzled shared-memory layout (conflict-free), and a fused epilogue:
 //   y = cast( acc * row_scale * scale / 127^2 + sum_t x[m, O_t] * W_deq[O_t, n] + bias )
-// The outlier part is a rank-`count` update done in the epilogue: the CTA stages its rows'
+// The outlier part is either read from the outlier product (outlier_product.cu) or, for the
+// counts it leaves to the epilogue, a rank-`count` update here: the CTA stages its rows'
 // outlier activations (f32) and its columns' dequantized outlier weights (f32) in shared
 // memory, 32 outliers at a time, and each thread adds them to its accumulators in order.
 #include <algorithm>
-#include <mutex>
 
 #include "cuda/device_utils.cuh"
 #include "cuda/launch.h"
@@ -155,7 +155,8 @@ __global__ void __launch_bounds__(THREADS, 1) tiled_kernel(Int8GemmParams p) {
       for (int r = 0; r < 4; ++r) osum[i][j][r] = 0.0f;
 
   const int count = clamped_count(p.outlier_count, k);
-  if (count > 0) {
+  const bool from_partial = p.outlier_partial != nullptr && count > p.partial_min_count;
+  if (count > 0 && !from_partial) {
     float* xo = reinterpret_cast<float*>(smem);       // [BM][TC + 1]: x[m0 + r, O_t]
     float* wo = xo + BM * (TC + 1);                   // [TC][BN]: W_deq[O_t, n0 + c]
     int* sidx = reinterpret_cast<int*>(wo + TC * BN); // [TC]
@@ -227,42 +228,24 @@ __global__ void __launch_bounds__(THREADS, 1) tiled_kernel(Int8GemmParams p) {
       for (int j = 0; j < 4; ++j) {
         const int64_t col = n0 + warp_n * 32 + j * 8 + q * 2;
         if (col >= n) continue;
-        const float a = finish_output(acc[i][j][hh * 2], rs, cs[j][0], osum[i][j][hh * 2], p.bias, col);
         const bool both = col + 1 < n;
-        const float b = both ? finish_output(acc[i][j][hh * 2 + 1], rs, cs[j][1], osum[i][j][hh * 2 + 1],
-                                             p.bias, col + 1)
-                             : 0.0f;
+        float oa = osum[i][j][hh * 2], ob = osum[i][j][hh * 2 + 1];
+        if (from_partial) {  // sum_t x * q from the outlier product, times scale / 127
+          const float* pr = p.outlier_partial + row * n + col;
+          oa = __fmul_rn(pr[0], cs[j][0] / kQuantRange);
+          ob = both ? __fmul_rn(pr[1], cs[j][1] / kQuantRange) : 0.0f;
+        }
+        const float a = finish_output(acc[i][j][hh * 2], rs, cs[j][0], oa, p.bias, col);
+        const float b = both ? finish_output(acc[i][j][hh * 2 + 1], rs, cs[j][1], ob, p.bias, col + 1) : 0.0f;
         store2(y, row * n + col, a, b, both, pair_ok);
       }
     }
 }
 
-// The dynamic shared-memory opt-in is per function and device: set once per device, with the
-// calling thread's capture mode relaxed (the call may come while XLA records a CUDA graph).
-template <typename XT, typename OutT>  // one flag set per kernel instantiation
-cudaError_t opt_in_smem() {
-  auto kernel = tiled_kernel<XT, OutT>;
-  constexpr int kMaxDevices = 64;
-  static std::mutex mu;
-  static bool done[kMaxDevices] = {};
-  int dev = 0;
-  JAXINT8_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
-  if (dev < 0 || dev >= kMaxDevices) return cudaErrorInvalidDevice;
-  std::lock_guard<std::mutex> lock(mu);
-  if (done[dev]) return cudaSuccess;
-  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
-  cudaThreadExchangeStreamCaptureMode(&mode);
-  const cudaError_t err =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-  cudaThreadExchangeStreamCaptureMode(&mode);
-  if (err == cudaSuccess) done[dev] = true;
-  return err;
-}
-
 template <typename XT, typename OutT>
 cudaError_t launch_t(const Int8GemmParams& p, cudaStream_t stream) {
   auto kernel = tiled_kernel<XT, OutT>;
-  JAXINT8_CUDA_RETURN_IF_ERROR((opt_in_smem<XT, OutT>()));
+  JAXINT8_CUDA_RETURN_IF_ERROR(opt_in_dynamic_smem(reinterpret_cast<const void*>(kernel), kSmemBytes));
   const int64_t tiles = ((p.m + BM - 1) / BM) * ((p.n + BN - 1) / BN);
   if (tiles > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
   kernel<<<static_cast<unsigned>(tiles), THREADS, kSmemBytes, stream>>>(p);

@@ -34,6 +34,11 @@ struct Int8GemmParams {
   int l2_prefetch_bytes = 0;          // skinny kernel under early launch: L2 warm-up per weight row
   bool outliers_staged = false;       // sm90: the compact outlier operands are already in the
                                       // workspace (staged by the fused quantization kernel)
+  // Prefill GEMMs (tiled, sm90): when *outlier_count > partial_min_count, the outlier term is
+  // outlier_partial[i, j] * (scale[j] / 127), with outlier_partial [m, n] = sum_t x * qweight
+  // computed before by launch_outlier_product; otherwise (or when null) the epilogue computes it.
+  const float* outlier_partial = nullptr;
+  int partial_min_count = 0;
 };
 
 // Compact outlier operands of one GEMM (the sm90 path's workspace layout), written by a gather
@@ -45,6 +50,8 @@ struct OutlierStaging {
   float* wo = nullptr;
   int ld = 0;                         // row stride of xo / wo, a multiple of 4
   int mode = 0;                       // the epilogue's outlier mode (0 exact, 1 tensor cores)
+  int max_count = 0x7fffffff;         // counts above this are not staged (the outlier product
+                                      // takes them)
   const int8_t* qweight = nullptr;         // [n, k]
   const float* scale = nullptr;   // [n]
   int64_t n = 0;

@@ -77,6 +77,22 @@ bool token_gemv_supported(const Int8GemmParams* ps, int count, const TokenOutput
 cudaError_t launch_token_gemv(const Int8GemmParams* ps, int count, const TokenOutputs& out,
                               TokenGemvConfig config, int num_sms, cudaStream_t stream);
 
+// The outlier product of a prefill GEMM on tensor cores (outlier_product.cu): with
+// c = *p.outlier_count, when c > min_count,
+//   partial[i, j] = sum_{t < c} x[i, idx[t]] * qweight[j, idx[t]]   (f32, exact products)
+// for the GEMM epilogue to add (Int8GemmParams::outlier_partial); nothing when c <= min_count
+// (both launches read c on the device and return at once). Sums in a tensor-core order: within
+// ~c * 2^-24 of sum_t |x * q| of the CPU handler's. The workspace holds the partial [m, n] and the
+// gathered x[:, idx] (16-bit, three terms for f32 x); its size depends only on the shapes.
+struct OutlierProductBuffers {
+  float* partial = nullptr;
+  uint16_t* xo = nullptr;
+};
+size_t outlier_product_workspace_bytes(int64_t m, int64_t n, int64_t k, FloatType x_type);
+OutlierProductBuffers outlier_product_buffers(void* workspace, int64_t m, int64_t n);
+cudaError_t launch_outlier_product(const Int8GemmParams& p, const OutlierProductBuffers& b, int min_count,
+                                   int num_sms, cudaStream_t stream);
+
 // Tiled mma.sync GEMM (sm_80+; 128x128x64 tiles, 4-stage cp.async pipeline) with the fused
 // dequant + outlier + bias + cast epilogue. Needs int8_gemm_tiled_supported(p).
 bool int8_gemm_tiled_supported(const Int8GemmParams& p);

@@ -30,6 +30,7 @@ __device__ __forceinline__ void stage_outlier_items(const OutlierStaging& st, co
                                                     FloatType x_type, int64_t m, int64_t k,
                                                     const int32_t* s_idx, int cnt, int64_t thread_id,
                                                     int64_t thread_count) {
+  if (cnt > st.max_count) return;
   const int stored = static_cast<int>(min(static_cast<int64_t>(st.ld), k));
   const int cpad = min((cnt + 3) & ~3, st.ld);
   const int used = min(cnt, stored);
@@ -67,6 +68,7 @@ __device__ __forceinline__ void stage_outliers(const OutlierStaging& st, const v
                                                FloatType x_type, int64_t m, int64_t k,
                                                const int32_t* __restrict__ idx, int cnt, int32_t* s_idx,
                                                int64_t thread_id, int64_t thread_count) {
+  if (cnt > st.max_count) return;  // uniform over the block
   const int stored = static_cast<int>(min(static_cast<int64_t>(st.ld), k));
   for (int t = threadIdx.x; t < stored; t += blockDim.x) {
     const int c = idx[t];

@@ -59,6 +59,7 @@ OutlierStaging staging(const Int8GemmParams& p, int ld, float* xo, float* wo, in
   st.qweight = p.qweight;
   st.scale = p.scale;
   st.n = p.n;
+  if (p.outlier_partial != nullptr) st.max_count = p.partial_min_count;  // larger counts: the product
   return st;
 }
 
@@ -121,6 +122,8 @@ cudaError_t launch_int8_gemm_sm90(const Int8GemmParams& p, Sm90Tile tile, int nu
   a.outlier_count = p.outlier_count;
   a.y = p.y;
   a.outlier_mode = kInt8GemmSm90OutlierMode;
+  a.outlier_partial = p.outlier_partial;
+  a.partial_min_count = p.partial_min_count;
   a.sm_count = num_sms;
   const OutlierStaging st = sm90::workspace_staging(p, kInt8GemmSm90OutlierMode);
   a.ld = st.ld;

@@ -30,6 +30,8 @@ struct GemmArgs {
   const int32_t* outlier_count = nullptr;  // device scalar; nullptr = no outliers
   void* y = nullptr;
   int outlier_mode = 0;  // 0 exact (CUDA cores, CPU order), 1 tensor cores (see OutlierParams::mode)
+  const float* outlier_partial = nullptr;  // the outlier product, used for counts > partial_min_count
+  int partial_min_count = 0;
   int sm_count = 0;      // SMs of the device (the persistent scheduler's grid)
 };
 

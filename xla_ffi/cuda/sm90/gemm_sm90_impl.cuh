@@ -53,6 +53,10 @@ struct OutlierParams {
   //    finite x; products with q exact), then one multiply by scale/127 per element.
   //    Not bit-identical to the CPU order (differences ~1e-7 of the outlier term's magnitude).
   int mode = 0;
+  // Counts above partial_min: the outlier term is partial[i, j] * (scale[j] / 127), partial [m, n]
+  // (sum_t x * q) written before by the outlier product (launch_outlier_product); null: never.
+  const float* partial = nullptr;
+  int partial_min = 0;
 };
 
 __device__ __forceinline__ uint32_t to_tf32(float x) {
@@ -167,6 +171,7 @@ struct LLMInt8Node {
     int tid, nthr;  // epilogue thread index and count
     int cnt;        // outlier count (device value)
     int staged;     // columns staged in smem (0, 4 or 8)
+    bool from_partial;  // the outlier term comes from params.partial
     Params const& params;
     float* smem_x;
     float* smem_w;
@@ -179,7 +184,8 @@ struct LLMInt8Node {
           smem_x(sx), smem_w(sw) {
       m_base = M_ - static_cast<int>(get<0>(residue));
       n_base = N_ - static_cast<int>(get<1>(residue));
-      staged = min(min((cnt + 3) & ~3, params.ld), kS);
+      from_partial = params.partial != nullptr && cnt > params.partial_min;
+      staged = from_partial ? 0 : min(min((cnt + 3) & ~3, params.ld), kS);
     }
 
     // Stage xo[m0 : m0+TM, 0:kS] and wo[n0 : n0+TN, 0:kS] (rows clamped at the edge; columns past
@@ -216,6 +222,11 @@ struct LLMInt8Node {
           auto cj = c(j);
           mm[j] = min(m_base + static_cast<int>(get<0>(cj)), M - 1);  // rows/cols past the edge
           nn[j] = min(n_base + static_cast<int>(get<1>(cj)), N - 1);  // are computed, not stored
+        }
+        if (from_partial) {
+          CUTLASS_PRAGMA_UNROLL
+          for (int j = 0; j < E; ++j) out[j] = __ldg(params.partial + static_cast<int64_t>(mm[j]) * N + nn[j]);
+          return;
         }
         const int ld = params.ld;
         bool staged_done = false;
@@ -378,7 +389,7 @@ struct LLMInt8Node {
         float v = __fmul_rn(static_cast<float>(frg_acc[i]), s);
         if constexpr (kOutliers) {
           float o = out[epi_v * FragmentSize + i];
-          if (params.mode == 1) o = __fmul_rn(o, div127(frg_cs[i]));  // sum_t x*q, times scale/127
+          if (params.mode == 1 || from_partial) o = __fmul_rn(o, div127(frg_cs[i]));  // sum_t x*q, times scale/127
           v = __fadd_rn(v, o);
         }
         r[i] = __fadd_rn(v, frg_bias[i]);
@@ -506,6 +517,8 @@ typename Int8GemmKernel<Config, ElementD, kOutliers>::Gemm::Arguments make_argum
   op.scale = a.scale;
   op.k = a.k;
   op.mode = a.outlier_mode;
+  op.partial = a.outlier_partial;
+  op.partial_min = a.partial_min_count;
 
   typename Gemm::Arguments args{
       cutlass::gemm::GemmUniversalMode::kGemm,
