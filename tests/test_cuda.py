@@ -2,9 +2,9 @@
 
 Integer results (int8 activations, outlier lists and counts) and the column/row absmax must be
 bit-identical; float outputs equal within 1e-6 relative for float32 outputs and within one
-output ulp for bfloat16/float16, plus, for the outlier term, the bound on a float32 sum of
-``c`` exact products in another order (``c * 2^-22 * sum_t |x_t W_deq_t|``: the tensor-core
-outlier product sums in its own order). Plus accuracy against an f32 matmul of the unquantized inputs
+output ulp for bfloat16/float16, plus, for the outlier term, one more output ulp and the bound
+on a float32 sum of ``c`` exact products in another order with the scale applied once
+(``(c + 2) * 2^-21 * sum_t |x_t W_deq_t|``: the tensor-core outlier product sums in its own order). Plus accuracy against an f32 matmul of the unquantized inputs
 on the paper-style test data. Every test is marked ``gpu`` (tests/conftest.py skips them without a GPU).
 
 The FFI targets are called directly through ``jax.ffi.ffi_call`` so that these tests exercise the
@@ -178,9 +178,10 @@ def outlier_magnitude(x, wq, ws, idx, count):
     return out.reshape(lead + out.shape[1:])
 
 
-def assert_same(rc, rg, out_dtype, what="", inputs=None):
+def assert_same(rc, rg, out_dtype, what="", inputs=None, bias=None):
     """CUDA results ``rg`` == CPU results ``rc``; ``inputs`` = (x, wq, ws) widens the float
-    tolerance by the outlier-sum order bound (module docstring)."""
+    tolerance by the outlier-sum order bound (module docstring), and ``bias`` by one float32
+    ulp of the sum before the bias is added (the bias can cancel it)."""
     names = ("col_amax", "xq", "row_scale", "outlier_idx", "outlier_count")
     for name, a, b in zip(names, rc[:5], rg[:5]):
         assert a.shape == b.shape and a.dtype == b.dtype, (what, name)
@@ -204,7 +205,9 @@ def assert_same(rc, rg, out_dtype, what="", inputs=None):
             mag = outlier_magnitude(*inputs, rc[3], rc[4])
             c = np.broadcast_to(np.asarray(rc[4]).reshape(np.shape(rc[4]) + (1, 1)), mag.shape)
             # another summation order may round to the other neighbour: one whole output ulp
-            tol = tol + ulp * np.abs(yc[fin]) + (c * 2.0**-22 * mag)[fin]
+            tol = tol + ulp * np.abs(yc[fin]) + ((c + 2) * 2.0**-21 * mag)[fin]
+            if bias is not None and np.size(bias):
+                tol = tol + 2.0**-22 * np.broadcast_to(np.abs(np.asarray(bias, np.float64)), yc.shape)[fin]
         bad = np.abs(yg[fin] - yc[fin]) > tol
         assert not bad.any(), (f"{what}: {bad.sum()} of {bad.size} outputs differ; max abs diff "
                                f"{np.max(np.abs(yg[fin] - yc[fin]))}, scale {scale}")
@@ -256,7 +259,7 @@ def test_cuda_matches_cpu_random(block, path):
         c = make_case(seed)
         rc, rg = run_both(c["x"], c["wq"], c["ws"], c["bias"], c["threshold"], c["out_dtype"],
                           path=path)
-        assert_same(rc, rg, c["out_dtype"], c["desc"], inputs=(c["x"], c["wq"], c["ws"]))
+        assert_same(rc, rg, c["out_dtype"], c["desc"], inputs=(c["x"], c["wq"], c["ws"]), bias=c["bias"])
         assert_fused_same(c["x"], c["wq"], c["ws"], c["bias"], c["threshold"], c["out_dtype"],
                           rg, c["desc"], path)
 
@@ -281,7 +284,7 @@ def test_cuda_matches_cpu_model_shapes(dtype, s, h, o, path):
     for thr in (6.0, 0.0):
         args = (jnp.asarray(x, dtype), jnp.asarray(wq), jnp.asarray(ws), jnp.asarray(bias))
         rc, rg = run_both(*args, thr, dtype, path=path)
-        assert_same(rc, rg, dtype, f"s={s} h={h} o={o} thr={thr}", inputs=args[:3])
+        assert_same(rc, rg, dtype, f"s={s} h={h} o={o} thr={thr}", inputs=args[:3], bias=bias)
         assert_fused_same(*args, thr, dtype, rg, f"s={s} h={h} o={o} thr={thr}", path)
         if thr == 6.0 and s >= 16:  # with one token a planted column can stay under 6
             assert int(rg[4]) == 6
@@ -336,7 +339,7 @@ def test_cuda_outlier_counts(dtype, s, h, o, path):
         rc, rg = run_both(xj, wq, ws, bias, 6.0, dtype, path=path)
         what = f"s={s} h={h} o={o} k={k} {np.dtype(dtype).name}"
         assert int(rc[4]) == k, what
-        assert_same(rc, rg, dtype, what, inputs=(xj, wq, ws))
+        assert_same(rc, rg, dtype, what, inputs=(xj, wq, ws), bias=bias)
         assert_fused_same(xj, wq, ws, bias, 6.0, dtype, rg, what, path)
 
 
@@ -444,9 +447,14 @@ def test_cuda_chain_in_one_program(s, target, path):
     yc = net(*jax.device_put((x, ws), cpu), None)
     yg = net(*jax.device_put((x, ws), gpu), path)
     for a, b in zip(yc, yg):
-        # Layer outputs feed the next layer's quantization, so a last-bit difference (the sm90
-        # epilogue's summation order) can move later layers by more than one ulp.
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
+        # Layer outputs feed the next layer's quantization, so a last-bit difference (the
+        # outlier product's summation order: after the first layer most columns are outliers)
+        # can move later layers by more than one ulp; a bf16 layer input turns it into a bf16 ulp.
+        a, b = np.asarray(a), np.asarray(b)
+        if x.dtype == BF16:
+            np.testing.assert_allclose(b, a, rtol=2.0**-7, atol=1e-2 * np.abs(a).max())
+        else:
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
 
 
 def check_fused_case(lead, s, h, o, n_out, dtype, thresholds=(6.0, 0.0), path=None):
@@ -464,7 +472,7 @@ def check_fused_case(lead, s, h, o, n_out, dtype, thresholds=(6.0, 0.0), path=No
         args = (jnp.asarray(x, dtype), jnp.asarray(wq), jnp.asarray(ws), jnp.asarray(bias))
         what = f"lead={lead} s={s} h={h} o={o} outliers={n_out} thr={thr}"
         rc, rg = run_both(*args, thr, dtype, path=path)
-        assert_same(rc, rg, dtype, what, inputs=args[:3])
+        assert_same(rc, rg, dtype, what, inputs=args[:3], bias=bias)
         assert_fused_same(*args, thr, dtype, rg, what, path)
         if thr == 6.0 or thr <= 0:  # planted columns have |x| >= 20, the others rarely reach 6
             assert (rg[4] == (n_out if thr > 0 else 0)).all(), what

@@ -151,19 +151,12 @@ __global__ void __launch_bounds__(THREADS, 2) outlier_product_kernel(
     asm volatile("cp.async.commit_group;\n" ::);
   };
   // The weight tile: this thread's column t = lane of rows warp + 8 i (one row per warp and i:
-  // the lanes read 32 bytes of one weight row, contiguous when the outlier columns are). The
-  // column indices are loaded one step before their weight bytes, so that the gather does not
-  // wait for them.
-  auto load_col = [&](int step) {
-    const int t = step * BK + lane;
-    const int col = t < c ? __ldg(idx + t) : -1;
-    return col < k ? col : -1;
-  };
+  // the lanes read 32 bytes of one weight row, contiguous when the outlier columns are).
   int8_t wreg[16];
-  int col_next = load_col(0);
   auto load_w = [&](int step) {
-    const int col = col_next;
-    col_next = load_col(step + 1);
+    const int t = step * BK + lane;
+    int col = t < c ? __ldg(idx + t) : -1;
+    if (col >= k) col = -1;
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
       const int64_t j = n0 + warp + 8 * i;
