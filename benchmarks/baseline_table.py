@@ -25,9 +25,11 @@ from ``benchmarks/layer.py`` and ``benchmarks/model.py`` output. Schema::
     }
 
 A layer result is one (shape, token count): ``in``, ``out``, ``tokens``, ``<method>_us`` (µs per
-call) for each method measured (``bf16``, ``xla_int8``, ``jaxint8``, ``jaxint8_t0``),
-``<method>_ratio`` (bf16 time / method time, same process), ``<method>_err`` (relative error vs
-an f32 matmul), ``quant_us`` / ``gemm_us`` (jaxint8's quantization and GEMM kernels). A model
+call) for each method measured (``bf16``, ``xla_int8``, ``jaxint8``, ``jaxint8_t0``,
+``jnp_llm_int8``, ``bnb``), ``<method>_ratio`` (bf16 time / method time, same process),
+``<method>_err`` (relative error vs an f32 matmul), ``quant_us`` / ``gemm_us`` (jaxint8's
+quantization and GEMM kernels); from ``layer.py --layers``: ``<method>_slope_us`` (marginal time
+per layer) and ``outliers`` (the planted outlier count, ``--outliers``). A model
 result: ``config``, ``layers``, ``kind``, ``batch``, ``prompt_len``, ``bf16_tok_s``,
 ``int8_tok_s``, ``ratio``, ``weight_ratio`` (bf16 / int8 weight bytes). Entries with the same
 name form one table: for each (shape, token count) the last entry that has it wins. The table's
@@ -60,7 +62,7 @@ BASELINES = os.path.join(HERE, "baselines")
 # The README table's rows: benchmarks/layer.py's default shapes (in, out), in its order.
 TABLE_SHAPES = [(4096, 16384), (16384, 4096), (5120, 20480), (20480, 5120), (12288, 49152),
                 (49152, 12288)]
-METHODS = ("bf16", "xla_int8", "jaxint8", "jaxint8_t0")
+METHODS = ("bf16", "xla_int8", "jaxint8", "jaxint8_t0", "jnp_llm_int8", "bnb")
 MARKS = "¹²³⁴⁵⁶⁷⁸⁹"
 
 
@@ -138,9 +140,13 @@ def layer_results(rows: list[dict]) -> list[dict]:
     out = []
     for r in rows:
         row = {"in": r["h"], "out": r["o"], "tokens": r["s"]}
+        if "k" in r:  # layer.py --outliers: the planted outlier count
+            row["outliers"] = r["k"]
         for m in METHODS:
             if m in r:
                 row[f"{m}_us"] = round(r[m] * 1e6, 1)
+            if f"{m}_slope" in r:  # layer.py --layers: (t(L2) - t(L1)) / (L2 - L1)
+                row[f"{m}_slope_us"] = round(r[f"{m}_slope"] * 1e6, 1)
         for m in METHODS[1:]:
             if m in r and "bf16" in r:
                 row[f"{m}_ratio"] = round(r["bf16"] / r[m], 2)

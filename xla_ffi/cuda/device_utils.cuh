@@ -97,6 +97,39 @@ __device__ __forceinline__ void prefetch_l2(const void* p, unsigned bytes) {
 #endif
 }
 
+// Shared-memory tiles of 64-byte rows (the tiled GEMM and the outlier product): byte offset of
+// 16-byte chunk `ch` (0..3) of row `row` under an XOR swizzle that keeps ldmatrix and the 16-byte
+// cp.async writes free of bank conflicts.
+__device__ __forceinline__ int swizzle64(int row, int ch) { return row * 64 + ((ch ^ ((row >> 1) & 3)) << 4); }
+
+// Output tile (tm, tn) of block `bid` over tiles_m x tiles_n tiles, rasterized in groups of 8
+// M-tiles per N-tile, so that neighbouring blocks share their weight rows in L2.
+__device__ __forceinline__ void grouped_tile(int64_t bid, int64_t tiles_m, int64_t tiles_n, int64_t& tm,
+                                             int64_t& tn) {
+  const int64_t group = 8, per_group = group * tiles_n;
+  const int64_t first_m = bid / per_group * group, gm = min(tiles_m - first_m, group);
+  tm = first_m + (bid % per_group) % gm;
+  tn = (bid % per_group) / gm;
+}
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte cp.async global -> shared; valid = false zero-fills the destination.
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
 // mma.sync m16n8k32 s8 x s8 -> s32 (row.col), accumulate in place.
 __device__ __forceinline__ void mma_s8_16832(int32_t (&c)[4], const uint32_t (&a)[4],
                                              uint32_t b0, uint32_t b1) {

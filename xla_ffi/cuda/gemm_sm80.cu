@@ -21,26 +21,6 @@ constexpr int kSmemBytes = STAGES * kStageBytes;    // 64 KiB
 constexpr int TC = 32;                              // outliers staged per epilogue round
 static_assert(BM * (TC + 1) * 4 + TC * BN * 4 + TC * 4 <= kSmemBytes, "epilogue staging must fit");
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// Byte offset of 16-byte chunk `ch` (0..3) of row `row` in a 64-byte-row tile.
-__device__ __forceinline__ int swz(int row, int ch) { return row * BK + ((ch ^ ((row >> 1) & 3)) << 4); }
-
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  const int bytes = valid ? 16 : 0;  // 0: zero-fill
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-
 template <typename OutT>
 __device__ __forceinline__ void store2(OutT* y, int64_t off, float a, float b, bool both, bool pair_ok) {
   if (both && pair_ok) {
@@ -65,17 +45,9 @@ __global__ void __launch_bounds__(THREADS, 1) tiled_kernel(Int8GemmParams p) {
   const int g = lane >> 2, q = lane & 3;
   const int warp_m = warp >> 2, warp_n = warp & 3;
   const int64_t m = p.m, n = p.n, k = p.k;
-  // Rasterize CTAs in groups of 8 M-tiles so that neighbouring CTAs share weight tiles in L2.
   const int64_t tiles_m = (m + BM - 1) / BM, tiles_n = (n + BN - 1) / BN;
   int64_t tm, tn;
-  {
-    const int64_t bid = blockIdx.x, group = 8;
-    const int64_t per_group = group * tiles_n;
-    const int64_t gi = bid / per_group, first_m = gi * group;
-    const int64_t gm = min(tiles_m - first_m, group);
-    tm = first_m + (bid % per_group) % gm;
-    tn = (bid % per_group) / gm;
-  }
+  grouped_tile(blockIdx.x, tiles_m, tiles_n, tm, tn);
   const int64_t m0 = tm * BM, n0 = tn * BN;
   const int64_t KT = (k + BK - 1) / BK;
 
@@ -90,18 +62,12 @@ __global__ void __launch_bounds__(THREADS, 1) tiled_kernel(Int8GemmParams p) {
       const bool kin = kk < k;
       const int64_t ar = m0 + row, br = n0 + row;
       const bool av = kin && ar < m, bv = kin && br < n;
-      cp_async16(smem_addr(sa + swz(row, ch)), av ? p.xq + ar * k + kk : p.xq, av);
-      cp_async16(smem_addr(sb + swz(row, ch)), bv ? p.qweight + br * k + kk : p.qweight, bv);
+      cp_async16(smem_addr(sa + swizzle64(row, ch)), av ? p.xq + ar * k + kk : p.xq, av);
+      cp_async16(smem_addr(sb + swizzle64(row, ch)), bv ? p.qweight + br * k + kk : p.qweight, bv);
     }
   };
 
-  int32_t acc[4][4][4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) acc[i][j][r] = 0;
+  int32_t acc[4][4][4] = {};
 
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
@@ -126,13 +92,13 @@ __global__ void __launch_bounds__(THREADS, 1) tiled_kernel(Int8GemmParams p) {
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int row = warp_m * 64 + i * 16 + (mat & 1) * 8 + mrow;
-        ldmatrix_x4(af[i], smem_addr(sa + swz(row, ks * 2 + (mat >> 1))));
+        ldmatrix_x4(af[i], smem_addr(sa + swizzle64(row, ks * 2 + (mat >> 1))));
       }
 #pragma unroll
       for (int jp = 0; jp < 2; ++jp) {
         const int row = warp_n * 32 + jp * 16 + (mat >> 1) * 8 + mrow;
         uint32_t r[4];
-        ldmatrix_x4(r, smem_addr(sb + swz(row, ks * 2 + (mat & 1))));
+        ldmatrix_x4(r, smem_addr(sb + swizzle64(row, ks * 2 + (mat & 1))));
         bf[2 * jp][0] = r[0]; bf[2 * jp][1] = r[1];
         bf[2 * jp + 1][0] = r[2]; bf[2 * jp + 1][1] = r[3];
       }

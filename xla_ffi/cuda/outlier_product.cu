@@ -19,7 +19,7 @@ namespace jaxint8::cuda {
 namespace {
 
 constexpr int BM = 128, BN = 128, BK = 32, THREADS = 256;  // BK: outlier columns per K-step
-constexpr int kRowBytes = BK * 2;                           // a tile row: 32 16-bit elements
+constexpr int kRowBytes = BK * 2;                           // a tile row: 32 16-bit elements (64 bytes)
 constexpr int kTileBytes = BM * kRowBytes;                  // 8 KiB (BM == BN)
 constexpr int kGatherThreads = 256;
 constexpr int64_t kAlign = 256;
@@ -27,23 +27,6 @@ constexpr int64_t kAlign = 256;
 int64_t align_up(int64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 int64_t compact_ld(int64_t k) { return (k + BK - 1) / BK * BK; }
 int x_planes(FloatType t) { return t == FloatType::kF32 ? 3 : 1; }
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// Byte offset of 16-byte chunk `ch` (0..3) of row `row` in a 64-byte-row tile (XOR swizzle:
-// ldmatrix conflict-free, as in gemm_sm80.cu).
-__device__ __forceinline__ int swz(int row, int ch) { return row * kRowBytes + ((ch ^ ((row >> 1) & 3)) << 4); }
-
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
 
 // mma.sync m16n8k16 with f32 accumulation; kF16: f16 operands, else bf16.
 template <bool kF16>
@@ -123,15 +106,9 @@ __global__ void __launch_bounds__(THREADS, 2) outlier_product_kernel(
   constexpr int kStageBytes = (kPlanes + 1) * kTileBytes;  // kPlanes x tiles, then the weight tile
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int warp_m = warp >> 2, warp_n = warp & 3;
-  // Groups of 8 M-tiles share an N-tile, so the gathered weight rows are reused from L2.
   const int64_t tiles_m = (m + BM - 1) / BM, tiles_n = (n + BN - 1) / BN;
   int64_t tm, tn;
-  {
-    const int64_t bid = blockIdx.x, group = 8, per_group = group * tiles_n;
-    const int64_t first_m = bid / per_group * group, gm = min(tiles_m - first_m, group);
-    tm = first_m + (bid % per_group) % gm;
-    tn = (bid % per_group) / gm;
-  }
+  grouped_tile(blockIdx.x, tiles_m, tiles_n, tm, tn);
   const int64_t m0 = tm * BM, n0 = tn * BN, plane = m * ld;
   const int steps = (c + BK - 1) / BK;
 
@@ -145,10 +122,10 @@ __global__ void __launch_bounds__(THREADS, 2) outlier_product_kernel(
         const int64_t r = m0 + row;
         const bool valid = r < m;
         const uint16_t* src = xo + p * plane + (valid ? r : 0) * ld + step * BK + ch * 8;
-        cp_async16(smem_addr(sa + swz(row, ch)), src, valid);
+        cp_async16(smem_addr(sa + swizzle64(row, ch)), src, valid);
       }
     }
-    asm volatile("cp.async.commit_group;\n" ::);
+    cp_async_commit();
   };
   // The weight tile: this thread's column t = lane of rows warp + 8 i (one row per warp and i:
   // the lanes read 32 bytes of one weight row, contiguous when the outlier columns are).
@@ -168,22 +145,16 @@ __global__ void __launch_bounds__(THREADS, 2) outlier_product_kernel(
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
       const int row = warp + 8 * i;
-      *reinterpret_cast<uint16_t*>(sb + swz(row, lane >> 3) + (lane & 7) * 2) = int8_to_operand<kF16>(wreg[i]);
+      *reinterpret_cast<uint16_t*>(sb + swizzle64(row, lane >> 3) + (lane & 7) * 2) = int8_to_operand<kF16>(wreg[i]);
     }
   };
 
-  float acc[4][4][4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+  float acc[4][4][4] = {};
 
   load_x(0, 0);
   load_w(0);
   store_w(0);
-  asm volatile("cp.async.wait_group 0;\n" ::);
+  cp_async_wait<0>();
   __syncthreads();
 
   const int mat = lane >> 3, mrow = lane & 7;
@@ -203,7 +174,7 @@ __global__ void __launch_bounds__(THREADS, 2) outlier_product_kernel(
       for (int jp = 0; jp < 2; ++jp) {
         const int row = warp_n * 32 + jp * 16 + (mat >> 1) * 8 + mrow;
         uint32_t r[4];
-        ldmatrix_x4(r, smem_addr(sb + swz(row, ks * 2 + (mat & 1))));
+        ldmatrix_x4(r, smem_addr(sb + swizzle64(row, ks * 2 + (mat & 1))));
         bf[2 * jp][0] = r[0];
         bf[2 * jp][1] = r[1];
         bf[2 * jp + 1][0] = r[2];
@@ -215,14 +186,14 @@ __global__ void __launch_bounds__(THREADS, 2) outlier_product_kernel(
         for (int i = 0; i < 4; ++i) {
           uint32_t af[4];
           const int row = warp_m * 64 + i * 16 + (mat & 1) * 8 + mrow;
-          ldmatrix_x4(af, smem_addr(sa + p * kTileBytes + swz(row, ks * 2 + (mat >> 1))));
+          ldmatrix_x4(af, smem_addr(sa + p * kTileBytes + swizzle64(row, ks * 2 + (mat >> 1))));
 #pragma unroll
           for (int j = 0; j < 4; ++j) mma_16816<kF16>(acc[i][j], af, bf[j][0], bf[j][1]);
         }
       }
     }
     if (next) store_w(stage ^ 1);
-    asm volatile("cp.async.wait_group 0;\n" ::);
+    cp_async_wait<0>();
     __syncthreads();
   }
 
