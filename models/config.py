@@ -185,22 +185,34 @@ def _parse_gpt2(d):
     )
 
 
-def _parse_opt(d):
-    hidden, heads = int(_req(d, "hidden_size", "opt")), int(_req(d, "num_attention_heads", "opt"))
+def _mha_fields(d, kind, ffn_key):
+    """The fields of a multi-head (no grouped KV) transformer: sizes, heads, FFN width."""
+    hidden, heads = int(_req(d, "hidden_size", kind)), int(_req(d, "num_attention_heads", kind))
+    if hidden % heads:
+        raise ConfigError(
+            f"config.json ({kind}): hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
+        )
     return dict(
-        vocab_size=int(_req(d, "vocab_size", "opt")),
+        vocab_size=int(_req(d, "vocab_size", kind)),
         hidden_size=hidden,
-        num_layers=int(_req(d, "num_hidden_layers", "opt")),
+        num_layers=int(_req(d, "num_hidden_layers", kind)),
         num_heads=heads,
         num_kv_heads=heads,
         head_dim=hidden // heads,
-        intermediate_size=int(_req(d, "ffn_dim", "opt")),
+        intermediate_size=int(_req(d, ffn_key, kind)),
+    )
+
+
+def _parse_opt(d):
+    fields = _mha_fields(d, "opt", "ffn_dim")
+    return dict(
+        fields,
         max_position_embeddings=int(_req(d, "max_position_embeddings", "opt")),
         norm_eps=1e-5,
         activation=d.get("activation_function", "relu"),
         tie_word_embeddings=bool(d.get("tie_word_embeddings", True)),
         do_layer_norm_before=bool(d.get("do_layer_norm_before", True)),
-        word_embed_proj_dim=int(d.get("word_embed_proj_dim") or hidden),
+        word_embed_proj_dim=int(d.get("word_embed_proj_dim") or fields["hidden_size"]),
         final_layer_norm=bool(d.get("do_layer_norm_before", True))
         and not d.get("_remove_final_layer_norm", False),
         layer_norm_elementwise_affine=bool(d.get("layer_norm_elementwise_affine", True)),
@@ -251,7 +263,6 @@ def _parse_llama(d):
 
 
 def _parse_bert(d):
-    hidden, heads = int(_req(d, "hidden_size", "bert")), int(_req(d, "num_attention_heads", "bert"))
     pos_type = d.get("position_embedding_type", "absolute")
     if pos_type != "absolute":
         raise ConfigError(
@@ -259,18 +270,8 @@ def _parse_bert(d):
         )
     if d.get("is_decoder") or d.get("add_cross_attention"):
         raise ConfigError("config.json (bert): is_decoder / add_cross_attention are not supported (encoder only)")
-    if hidden % heads:
-        raise ConfigError(
-            f"config.json (bert): hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
-        )
     return dict(
-        vocab_size=int(_req(d, "vocab_size", "bert")),
-        hidden_size=hidden,
-        num_layers=int(_req(d, "num_hidden_layers", "bert")),
-        num_heads=heads,
-        num_kv_heads=heads,
-        head_dim=hidden // heads,
-        intermediate_size=int(_req(d, "intermediate_size", "bert")),
+        _mha_fields(d, "bert", "intermediate_size"),
         max_position_embeddings=int(d.get("max_position_embeddings", 512)),
         norm_eps=float(d.get("layer_norm_eps", 1e-12)),
         activation=d.get("hidden_act", "gelu"),
