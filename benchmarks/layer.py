@@ -20,6 +20,10 @@ tokens, for these methods:
                    weight and dequantized. It equals LLM.int8() only while at most 32 columns
                    are outliers; further outlier columns go through the int8 product, quantized
                    with their row's large absmax.
+* ``read``         the memory roofline: XLA's row-wise max over the int8 weight [out, in], one
+                   read of the weight bytes and nothing else (only with ``--layers``). Its
+                   weight rate is the "plain weight-read kernel" the decode GEMVs are measured
+                   against.
 * ``bnb``          bitsandbytes' LLM.int8() (``bnb.nn.Linear8bitLt(has_fp16_weights=False,
                    threshold=6.0)``) through PyTorch, eager, on the same x and W converted to
                    float16 (bitsandbytes' native dtype), in the same process. Only with
@@ -99,7 +103,7 @@ import timeline  # noqa: E402  (standard library only at import)
 
 SHAPES = [(4096, 16384), (16384, 4096), (5120, 20480), (20480, 5120), (12288, 49152), (49152, 12288)]
 TOKENS = [1, 16, 128, 1024, 4096]
-METHODS = ["bf16", "xla_int8", "jaxint8", "jaxint8_t0", "jnp_llm_int8", "bnb"]
+METHODS = ["bf16", "xla_int8", "jaxint8", "jaxint8_t0", "jnp_llm_int8", "read", "bnb"]
 ONE_WEIGHT_METHODS = ["bf16", "xla_int8", "jaxint8", "jaxint8_t0"]  # the default without --layers
 LAYERS = [16, 64]           # --layers without a value
 OUTLIERS = [6]              # planted outlier columns (k)
@@ -366,6 +370,8 @@ def method_fn(method):
     if method in ("jaxint8", "jaxint8_t0"):
         threshold = {"jaxint8": THRESHOLD, "jaxint8_t0": 0.0}[method]
         return lambda x, qw: jaxint8.llm_int8_matmul(x, qw, threshold=threshold)
+    if method == "read":
+        return lambda x, qweight: jnp.max(qweight, axis=1)
     raise ValueError(f"method {method!r} is not a jax method (bnb runs only with --layers)")
 
 
@@ -375,7 +381,14 @@ def method_args(method, wb, qw):
         return (wb,)
     if method in ("xla_int8", "jnp_llm_int8"):
         return (qw.qweight, qw.scale)
+    if method == "read":
+        return (qw.qweight,)
     return (qw,)
+
+
+def weight_bytes(method, h, o):
+    """Bytes of one layer's weight that a method streams (bf16: 2 per element; else int8)."""
+    return (2 if method == "bf16" else 1) * h * o
 
 
 def method_op(method, w):
@@ -593,7 +606,7 @@ def layers_shape(h, o, tokens, outliers, layers, reps, methods, bnb, emit):
             for m in jax_methods:
                 times[m] = {n: batch_time(programs[m, n], (xs[:n], tuple(weights[m][:n])), reps) for n in layers}
                 y0 = programs[m, l1](xs[:l1], tuple(weights[m][:l1]))[0]  # layer 0, no extra compile
-                row[m + "_relerr"] = rel_err(y0, ref)
+                row[m + "_relerr"] = float("nan") if m == "read" else rel_err(y0, ref)
                 del y0
             if mods is not None:
                 try:
@@ -675,9 +688,10 @@ def plot(rows, path, title=None):
 
 
 def fmt_layers_table(rows, methods):
-    """One line per (shape, tokens, k, method): wall and slope per layer, speed-ups vs bf16."""
+    """One line per (shape, tokens, k, method): wall and slope per layer, speed-ups vs bf16, and
+    the weight stream: bytes / wall time per layer, and that rate as a share of ``read``'s."""
     hdr = (f"{'shape':>13} {'tok':>5} {'k':>6} {'method':>12} {'wall us':>9} {'wall x':>7} "
-           f"{'slope us':>9} {'slope x':>8} {'rel err':>9}")
+           f"{'slope us':>9} {'slope x':>8} {'w TB/s':>7} {'% read':>7} {'rel err':>9}")
     lines = [hdr]
     for r in rows:
         for m in methods:
@@ -685,14 +699,19 @@ def fmt_layers_table(rows, methods):
                 continue
             x = lambda key: (f"{r['bf16' + key] / r[m + key]:.2f}"  # noqa: E731
                              if "bf16" in r and min(r["bf16" + key], r[m + key]) > 0 else "-")
+            rate = weight_bytes(m, r["h"], r["o"]) / r[m] / 1e12 if r[m] > 0 else 0.0
+            share = (f"{100 * r['read'] / r[m] * weight_bytes(m, 1, 1):.0f}"
+                     if "read" in r and r[m] > 0 else "-")
             lines.append(f"{r['h']:>6}->{r['o']:<6} {r['s']:>5} {r['k']:>6} {m:>12} {r[m] * 1e6:>9.1f} {x(''):>7} "
-                         f"{r[m + '_slope'] * 1e6:>9.1f} {x('_slope'):>8} {r[m + '_relerr']:>9.2e}")
+                         f"{r[m + '_slope'] * 1e6:>9.1f} {x('_slope'):>8} {rate:>7.2f} {share:>7} "
+                         f"{r[m + '_relerr']:>9.2e}")
     return "\n".join(lines)
 
 
 LAYER_STYLES = {"bf16": ("k", "-", "XLA bf16"), "jaxint8": ("C0", "o-", "jaxint8 (t=6)"),
                 "jaxint8_t0": ("C1", "s--", "jaxint8 (t=0)"), "xla_int8": ("C2", "x:", "XLA int8 (no outliers)"),
-                "jnp_llm_int8": ("C3", "^-", "jnp LLM.int8 (32 columns)"), "bnb": ("C4", "d-", "bitsandbytes (fp16)")}
+                "jnp_llm_int8": ("C3", "^-", "jnp LLM.int8 (32 columns)"), "bnb": ("C4", "d-", "bitsandbytes (fp16)"),
+                "read": ("gray", ":", "int8 weight read (roofline)")}
 
 
 def plot_layers(rows, path, title=None):
@@ -751,7 +770,7 @@ def main(argv=None):
                     help="token counts, default " + ",".join(map(str, TOKENS)))
     ap.add_argument("--methods", type=method_list, default=None, metavar="M,...",
                     help=f"from {', '.join(METHODS)} (default: all with --layers, else "
-                         f"{','.join(ONE_WEIGHT_METHODS)}; bnb only with --layers)")
+                         f"{','.join(ONE_WEIGHT_METHODS)}; read and bnb only with --layers)")
     ap.add_argument("--outliers", type=outlier_list, default=OUTLIERS, metavar="K,...",
                     help="planted outlier columns per case, integers >= 0 or 'all' (every column); "
                          f"default {','.join(map(str, OUTLIERS))}")
@@ -793,6 +812,10 @@ def main(argv=None):
     out = args.out or os.path.join(OUT_DIR, f"{kind}-{dev.device_kind.replace(' ', '_')}-{date[:10]}.json")
     writable_dir(ap, "--out", out)
     skipped = {}
+    if not args.layers and "read" in methods:
+        skipped["read"] = "timed only with --layers"
+        print(f"read skipped: {skipped['read']}", flush=True)
+        methods = [m for m in methods if m != "read"]
     bnb = None
     if "bnb" in methods:
         if not args.layers:

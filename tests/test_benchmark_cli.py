@@ -4,6 +4,7 @@ tracebacks, one-line messages for missing files, the baseline files and their ta
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -230,7 +231,7 @@ def test_layer_distinct_layer_outlier_sweep_on_cpu(tmp_path):
     assert "bnb skipped: jax runs on cpu, not a GPU" in lines  # one line, not an error
     assert "outliers 65 > in_features 64: skipped" in lines
     data = json.loads(out.read_text())
-    methods = ["bf16", "xla_int8", "jaxint8", "jaxint8_t0", "jnp_llm_int8"]
+    methods = ["bf16", "xla_int8", "jaxint8", "jaxint8_t0", "jnp_llm_int8", "read"]
     assert data["meta"]["methods"] == methods and data["meta"]["layers"] == [2, 4]
     assert data["meta"]["skipped"] == {"bnb": "jax runs on cpu, not a GPU"}
     assert [(r["h"], r["o"], r["s"], r["k"]) for r in data["rows"]] == [(64, 128, 4, k) for k in (0, 3, 64)]
@@ -247,7 +248,13 @@ def test_layer_distinct_layer_outlier_sweep_on_cpu(tmp_path):
             assert r["jnp_llm_int8_relerr"] < 0.7 * r["xla_int8_relerr"]
     table = lines[lines.index(next(line for line in lines if line.lstrip().startswith("shape"))):]
     assert len(table) == 1 + 3 * len(methods)
-    assert "wall x" in table[0] and "slope x" in table[0]
+    assert "wall x" in table[0] and "slope x" in table[0] and "% read" in table[0]
+    for line in table[1:]:  # the weight rate as a share of the plain weight read's
+        f = line.split()
+        share = 100 * (2 if f[3] == "bf16" else 1) * (data["rows"][0]["read"] / data["rows"][0][f[3]])
+        if f[2] == "0":
+            assert float(f[-2]) == pytest.approx(share, abs=0.6), line
+    assert all(math.isnan(r["read_relerr"]) for r in data["rows"])  # no output to compare
 
 
 def test_jnp_llm_int8_is_llm_int8_up_to_its_capacity():
