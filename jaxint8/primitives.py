@@ -228,9 +228,9 @@ def _hidden_before(hidden):
 # The workspace of a CUDA matmul call (layout in xla_ffi/cuda/dispatch.cu), for prefill sizes
 # (m > 16 tokens) only:
 # * the tensor-core outlier product's buffers (xla_ffi/cuda/outlier_product.cu,
-#   outlier_product_workspace_bytes): the f32 partial [m, n] (aligned up to 256 bytes) and the
-#   gathered x[:, O] as 16-bit values [m, ceil(k / 32) * 32] (three of them for f32 x); none with
-#   KernelOptions(outliers="epilogue");
+#   outlier_product_workspace_bytes): the f32 partial [m, n], the gathered x[:, O] as 16-bit
+#   values [m, ceil(k / 32) * 32] (three of them for f32 x) and the gathered int8 weight columns
+#   [n, ceil(k / 32) * 32], each aligned up to 256 bytes; none with KernelOptions(outliers="epilogue");
 # * the Hopper GEMM's outlier staging (xla_ffi/cuda/sm90/gemm_sm90.h,
 #   int8_gemm_sm90_workspace_bytes): x[:, O] [m, ld] and W_deq[O, :] [n, ld] in float32, ld = the
 #   first up to 128 outlier columns rounded up to 4; none with KernelOptions(gemm="tiled").
@@ -248,7 +248,8 @@ def gemm_workspace_bytes(m, n, k, x_dtype, options):
     size = 0
     if options.outliers != "epilogue":
         planes = 3 if jnp.dtype(x_dtype) == jnp.float32 else 1
-        size += _align(m * n * 4) + planes * m * (-(-k // 32) * 32) * 2
+        ld = -(-k // 32) * 32
+        size += _align(m * n * 4) + _align(planes * m * ld * 2) + _align(n * ld)
     if options.gemm != "tiled":
         ld = min((k + 3) // 4 * 4, _SM90_OUTLIER_CAP)
         size += _align(m * ld * 4) + n * ld * 4

@@ -114,7 +114,8 @@ def test_block_retraces_jitted_functions():
     np.testing.assert_array_equal(np.asarray(y0), np.asarray(y1))  # CPU: options are ignored
 
 
-_PRODUCT_64 = 64 * 32 * 4 + 64 * 64 * 2           # partial [m, n] f32 + x[:, O] bf16 [m, 64]
+# partial [m, n] f32 + x[:, O] bf16 [m, 64] + W[:, O] int8 [n, 64]
+_PRODUCT_64 = 64 * 32 * 4 + 64 * 64 * 2 + 32 * 64
 
 
 @pytest.mark.parametrize("m,options,dtype,expect", [
@@ -123,14 +124,14 @@ _PRODUCT_64 = 64 * 32 * 4 + 64 * 64 * 2           # partial [m, n] f32 + x[:, O]
     (64, jaxint8.KernelOptions(gemm="tiled", outliers="epilogue"), jnp.bfloat16, 0),
     (64, jaxint8.KernelOptions(gemm="tiled"), jnp.bfloat16, _PRODUCT_64),
     # the f32 x is gathered as three bf16 terms; k = 64 is a multiple of 32
-    (64, jaxint8.KernelOptions(gemm="tiled"), jnp.float32, 64 * 32 * 4 + 3 * 64 * 64 * 2),
+    (64, jaxint8.KernelOptions(gemm="tiled"), jnp.float32, 64 * 32 * 4 + 3 * 64 * 64 * 2 + 32 * 64),
     # sm90 staging: ld = k = 64: [m, ld] + [n, ld] f32, after the product's buffers
     (64, jaxint8.KernelOptions(outliers="epilogue"), jnp.bfloat16, 64 * 64 * 4 + 32 * 64 * 4),
     (64, jaxint8.KernelOptions(), jnp.bfloat16, _PRODUCT_64 + 64 * 64 * 4 + 32 * 64 * 4),
-    # k = 1000: x[:, O] padded to 1024 columns; staging ld capped at 128; partial 300 * 32 * 4
+    # k = 1000: x[:, O] and W[:, O] padded to 1024 columns; staging ld capped at 128; partial 300 * 32 * 4
     # aligned up to 256 bytes
     (300, jaxint8.KernelOptions(), jnp.float16,
-     38400 + 300 * 1024 * 2 + 300 * 128 * 4 + 32 * 128 * 4),
+     38400 + 300 * 1024 * 2 + 32 * 1024 + 300 * 128 * 4 + 32 * 128 * 4),
 ])
 def test_workspace_bytes(m, options, dtype, expect):
     k = 64 if m < 300 else 1000

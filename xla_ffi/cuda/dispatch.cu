@@ -168,7 +168,7 @@ OutlierProductBuffers attach_workspace(Int8GemmParams& p, const MatmulCall& call
   if (choice == OutliersChoice::kEpilogue || p.outlier_count == nullptr || p.m <= kDecodeMaxTokens) return {};
   const size_t bytes = outlier_product_workspace_bytes(p.m, p.n, p.k, p.x_type);
   if (call.workspace == nullptr || call.workspace_bytes < bytes) return {};
-  const OutlierProductBuffers b = outlier_product_buffers(call.workspace, p.m, p.n);
+  const OutlierProductBuffers b = outlier_product_buffers(call.workspace, p.m, p.n, p.k, p.x_type);
   p.workspace = static_cast<char*>(call.workspace) + bytes;
   p.workspace_bytes = call.workspace_bytes - bytes;
   p.outlier_partial = b.partial;

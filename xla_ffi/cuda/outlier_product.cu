@@ -3,12 +3,13 @@
 // in float32 from exact products, at bf16 tensor-core rate in c (ceil(c / 32) K-steps).
 //
 // Two launches. The gather copies x[:, idx[:c]] into compact 16-bit planes (bf16 or f16 x as is;
-// f32 x split into three bf16 terms hi + mid + lo, exact for finite x), zero padded to a multiple
-// of 32 columns. The product kernel is an mma.sync m16n8k16 GEMM over those columns whose weight
-// operand is gathered from the int8 weight on the fly (qweight[j, idx[t]], converted to bf16/f16
-// exactly in shared memory): no dequantized copy of the weight anywhere. Both kernels read the
-// count on the device and return at once when c <= min_count (the GEMM epilogue then adds the few
-// outlier columns itself).
+// f32 x split into three bf16 terms hi + mid + lo, exact for finite x) and qweight[:, idx[:c]]
+// into compact int8 rows, both zero padded to a multiple of 32 columns: each scattered weight byte
+// is read once per call, not once per output tile. The product kernel is an mma.sync m16n8k16 GEMM
+// over those columns that converts the int8 weight tile to bf16/f16 (exact) while storing it to
+// shared memory: no dequantized copy of the weight anywhere. Both kernels read the count on the
+// device and return at once when c <= min_count (the GEMM epilogue then adds the few outlier
+// columns itself).
 #include <algorithm>
 #include <type_traits>
 
@@ -53,25 +54,35 @@ __device__ __forceinline__ uint16_t int8_to_operand(int8_t q) {
   return __bfloat16_as_ushort(__float2bfloat16_rn(static_cast<float>(q)));
 }
 
-// ---------------------------------------------------------------- gather of x[:, idx]
+// ---------------------------------------------------------------- gather of x[:, idx] and qweight[:, idx]
 
-// xo[p][r, t] = term p of x[r, idx[t]] for t < c, 0 for c <= t < round_up(c, 32); planes of
-// m x ld 16-bit values.
+// xo[p][r, t] = term p of x[r, idx[t]] (planes of m x ld 16-bit values) and wo[j, t] =
+// qweight[j, idx[t]] (n x cpad int8) for t < c, 0 for c <= t < cpad = round_up(c, 32). One
+// grid-wide loop over the m * cpad x items, then the n * cpad weight items.
 template <typename XT>
-__global__ void __launch_bounds__(kGatherThreads) gather_x_kernel(const XT* __restrict__ x,
-                                                                 const int32_t* __restrict__ idx,
-                                                                 const int32_t* __restrict__ count, int64_t m,
-                                                                 int64_t k, int64_t ld, uint16_t* __restrict__ xo,
-                                                                 int min_count) {
+__global__ void __launch_bounds__(kGatherThreads) gather_kernel(const XT* __restrict__ x,
+                                                               const int8_t* __restrict__ qweight,
+                                                               const int32_t* __restrict__ idx,
+                                                               const int32_t* __restrict__ count, int64_t m,
+                                                               int64_t n, int64_t k, int64_t ld,
+                                                               uint16_t* __restrict__ xo, int8_t* __restrict__ wo,
+                                                               int min_count) {
   const int c = clamped_count(count, k);
   if (c <= min_count) return;
   const int cpad = (c + BK - 1) / BK * BK;
-  const int64_t total = m * cpad, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t x_items = m * cpad, total = x_items + n * cpad;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += stride) {
-    const int64_t r = e / cpad;
-    const int t = static_cast<int>(e - r * cpad);
+    const bool is_x = e < x_items;
+    const int64_t f = is_x ? e : e - x_items;
+    const int64_t r = f / cpad;
+    const int t = static_cast<int>(f - r * cpad);
     int col = t < c ? __ldg(idx + t) : -1;
     if (col >= k) col = -1;  // malformed list: no contribution, no stray read
+    if (!is_x) {
+      wo[f] = col >= 0 ? __ldg(qweight + r * k + col) : int8_t{0};
+      continue;
+    }
     uint16_t* dst = xo + r * ld + t;
     if constexpr (std::is_same_v<XT, float>) {
       const float v = col >= 0 ? __ldg(x + r * k + col) : 0.0f;
@@ -94,12 +105,13 @@ __global__ void __launch_bounds__(kGatherThreads) gather_x_kernel(const XT* __re
 
 // 128 x 128 output tiles, 8 warps (2 x 4, 64 x 32 warp tiles), K-steps of 32 outlier columns,
 // two shared-memory stages: the x tiles come in by cp.async, the weight tile through registers
-// (gathered bytes, converted while stored), both one step ahead of the tensor cores.
+// (16 compact int8 bytes per thread, converted while stored), both one step ahead of the tensor
+// cores.
 template <bool kF16, int kPlanes>
 __global__ void __launch_bounds__(THREADS, 2) outlier_product_kernel(
-    const uint16_t* __restrict__ xo, int64_t ld, const int8_t* __restrict__ qweight,
-    const int32_t* __restrict__ idx, const int32_t* __restrict__ count, int64_t m, int64_t n, int64_t k,
-    float* __restrict__ partial, int min_count) {
+    const uint16_t* __restrict__ xo, int64_t ld, const int8_t* __restrict__ wo,
+    const int32_t* __restrict__ count, int64_t m, int64_t n, int64_t k, float* __restrict__ partial,
+    int min_count) {
   extern __shared__ __align__(128) uint8_t smem[];
   const int c = clamped_count(count, k);
   if (c <= min_count) return;
@@ -127,25 +139,25 @@ __global__ void __launch_bounds__(THREADS, 2) outlier_product_kernel(
     }
     cp_async_commit();
   };
-  // The weight tile: this thread's column t = lane of rows warp + 8 i (one row per warp and i:
-  // the lanes read 32 bytes of one weight row, contiguous when the outlier columns are).
-  int8_t wreg[16];
+  // The weight tile: this thread's 16 columns half * 16 .. of compact row w_row (one 16-byte load;
+  // wo rows are cpad bytes, a multiple of 32).
+  const int cpad = steps * BK, w_row = tid >> 1, w_half = tid & 1;
+  const bool w_valid = n0 + w_row < n;
+  const int8_t* w_src = wo + (w_valid ? n0 + w_row : 0) * cpad + w_half * 16;
+  int4 wreg;
   auto load_w = [&](int step) {
-    const int t = step * BK + lane;
-    int col = t < c ? __ldg(idx + t) : -1;
-    if (col >= k) col = -1;
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      const int64_t j = n0 + warp + 8 * i;
-      wreg[i] = (col >= 0 && j < n) ? __ldg(qweight + j * k + col) : int8_t{0};
-    }
+    wreg = w_valid ? __ldg(reinterpret_cast<const int4*>(w_src + step * BK)) : make_int4(0, 0, 0, 0);
   };
   auto store_w = [&](int stage) {
     uint8_t* sb = smem + stage * kStageBytes + kPlanes * kTileBytes;
+    const int8_t* b = reinterpret_cast<const int8_t*>(&wreg);
 #pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      const int row = warp + 8 * i;
-      *reinterpret_cast<uint16_t*>(sb + swizzle64(row, lane >> 3) + (lane & 7) * 2) = int8_to_operand<kF16>(wreg[i]);
+    for (int h = 0; h < 2; ++h) {  // two 16-byte chunks of 8 converted values
+      uint32_t v[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        v[i] = int8_to_operand<kF16>(b[h * 8 + 2 * i]) | (uint32_t{int8_to_operand<kF16>(b[h * 8 + 2 * i + 1])} << 16);
+      *reinterpret_cast<uint4*>(sb + swizzle64(w_row, w_half * 2 + h)) = make_uint4(v[0], v[1], v[2], v[3]);
     }
   };
 
@@ -229,31 +241,34 @@ cudaError_t launch_product(const Int8GemmParams& p, const OutlierProductBuffers&
   JAXINT8_CUDA_RETURN_IF_ERROR(opt_in_dynamic_smem(reinterpret_cast<const void*>(kernel), kSmem));
   const int64_t tiles = ((p.m + BM - 1) / BM) * ((p.n + BN - 1) / BN);
   if (tiles > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
-  kernel<<<static_cast<unsigned>(tiles), THREADS, kSmem, stream>>>(b.xo, compact_ld(p.k), p.qweight, p.outlier_idx,
-                                                                  p.outlier_count, p.m, p.n, p.k, b.partial,
-                                                                  min_count);
+  kernel<<<static_cast<unsigned>(tiles), THREADS, kSmem, stream>>>(b.xo, compact_ld(p.k), b.wo, p.outlier_count,
+                                                                  p.m, p.n, p.k, b.partial, min_count);
   return cudaGetLastError();
 }
 
 template <typename XT>
 cudaError_t launch_gather(const Int8GemmParams& p, const OutlierProductBuffers& b, int min_count, int num_sms,
                           cudaStream_t stream) {
-  const int64_t blocks = std::min<int64_t>((p.m * compact_ld(p.k) + kGatherThreads - 1) / kGatherThreads,
-                                           int64_t{8} * num_sms);
-  gather_x_kernel<XT><<<static_cast<unsigned>(std::max<int64_t>(blocks, 1)), kGatherThreads, 0, stream>>>(
-      static_cast<const XT*>(p.x), p.outlier_idx, p.outlier_count, p.m, p.k, compact_ld(p.k), b.xo, min_count);
+  const int64_t items = (p.m + p.n) * compact_ld(p.k);
+  const int64_t blocks = std::min<int64_t>((items + kGatherThreads - 1) / kGatherThreads, int64_t{8} * num_sms);
+  gather_kernel<XT><<<static_cast<unsigned>(std::max<int64_t>(blocks, 1)), kGatherThreads, 0, stream>>>(
+      static_cast<const XT*>(p.x), p.qweight, p.outlier_idx, p.outlier_count, p.m, p.n, p.k, compact_ld(p.k), b.xo,
+      b.wo, min_count);
   return cudaGetLastError();
 }
 
 }  // namespace
 
 size_t outlier_product_workspace_bytes(int64_t m, int64_t n, int64_t k, FloatType x_type) {
-  return static_cast<size_t>(align_up(m * n * 4) + x_planes(x_type) * m * compact_ld(k) * 2);
+  return static_cast<size_t>(align_up(m * n * 4) + align_up(x_planes(x_type) * m * compact_ld(k) * 2) +
+                             align_up(n * compact_ld(k)));
 }
 
-OutlierProductBuffers outlier_product_buffers(void* workspace, int64_t m, int64_t n) {
+OutlierProductBuffers outlier_product_buffers(void* workspace, int64_t m, int64_t n, int64_t k, FloatType x_type) {
   auto* base = static_cast<char*>(workspace);
-  return {reinterpret_cast<float*>(base), reinterpret_cast<uint16_t*>(base + align_up(m * n * 4))};
+  const int64_t xo_at = align_up(m * n * 4), wo_at = xo_at + align_up(x_planes(x_type) * m * compact_ld(k) * 2);
+  return {reinterpret_cast<float*>(base), reinterpret_cast<uint16_t*>(base + xo_at),
+          reinterpret_cast<int8_t*>(base + wo_at)};
 }
 
 cudaError_t launch_outlier_product(const Int8GemmParams& p, const OutlierProductBuffers& b, int min_count,
