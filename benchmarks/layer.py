@@ -110,7 +110,8 @@ OUTLIERS = [6]              # planted outlier columns (k)
 THRESHOLD = 6.0             # the outlier threshold of jaxint8, jnp_llm_int8 and bnb
 CLIP = 5.5                  # |x| bound of the non-outlier entries (below THRESHOLD: k is exact)
 OUTLIER_CAPACITY = 32       # jnp_llm_int8's fixed number of decomposed columns
-KERNEL_OPTION_FIELDS = {"gemm": str, "decode": str, "fused_quant": str, "gemv_ksplit": int, "token_loads": int}
+KERNEL_OPTION_FIELDS = {"gemm": str, "decode": str, "fused_quant": str, "gemv_ksplit": int, "token_loads": int,
+                        "outliers": str}
 QUANT_KERNELS = ("column_absmax", "quantize_rows", "quantize_fused", "memset", "Memset")
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 MATPLOTLIB_MISSING = 'plot skipped: matplotlib is not installed (pip install ".[bench]")'

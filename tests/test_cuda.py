@@ -138,7 +138,7 @@ def token_streamed(x_shape, count, path):
     """Whether the one-token GEMV sums this call's outlier columns from its weight stream (its
     own order) instead of in ascending column order: one token, one batch element, more outlier
     columns than the path's ordered maximum."""
-    if len(x_shape) != 2 or x_shape[0] != 1:
+    if len(x_shape) < 2 or x_shape[-2] != 1 or int(np.prod(x_shape[:-2])) != 1:
         return False
     options = path or KO()
     if options.decode in ("dp4a", "mma") or options.gemm not in ("auto", "skinny"):
@@ -508,7 +508,7 @@ def check_fused_case(lead, s, h, o, n_out, dtype, thresholds=(6.0, 0.0), path=No
     ((), 1, 4096, 520, 6, BF16), ((), 1, 20480, 96, 40, BF16), ((), 1, 32768, 33, 6, F16),
     ((), 2, 16384, 64, 0, F32), ((), 3, 1024, 77, 1024, F32), ((), 4, 8192, 130, 70, F16),
     ((), 8, 4096, 48, 6, BF16), ((), 8, 5120, 40, 6, BF16), ((), 5, 16, 24, 16, F32),
-    # the skinny kernel's stash (9-256 outlier columns taken from its weight stream), 16 tokens
+    # many outlier columns at 16 tokens (the skinny kernel's epilogue walks them in order)
     ((), 16, 5120, 264, 200, BF16), ((), 16, 4096, 40, 9, F16), ((), 12, 2048, 24, 256, F32),
     ((2, 3), 2, 512, 40, 3, BF16), ((), 13, 4096, 72, 6, BF16),
     # one token per batch element: several batch elements, f32, an odd row width (scalar loads),
@@ -567,7 +567,7 @@ def test_cuda_fused_prefill_sizes(lead, s, h, o, n_out, dtype, path):
     ((), 1, 5120, (5120, 1024, 1024), 6, BF16), ((), 1, 4096, (72, 40, 8), 40, F16),
     ((), 1, 4096, (4096, 4096, 1024), 150, F16),  # token GEMV: streamed (or walked: outepi) outliers
     ((), 16, 2048, (512, 256, 256), 6, BF16), ((), 9, 1000, (64, 48), 3, F32),
-    ((), 16, 2048, (512, 256, 256), 100, BF16),  # the skinny kernel's stash, grouped
+    ((), 16, 2048, (512, 256, 256), 100, BF16),  # many outlier columns, grouped skinny launch
     ((2, 3), 2, 512, (40, 24, 24, 8), 3, BF16), ((), 3, 100, (33, 17), 2, F32),
     ((), 64, 1024, (256, 128, 128), 6, BF16), ((), 300, 512, (136, 64), 6, F16)])
 @paths("default", "mma", "dp4a", "ksplit4", "loads4", "loads6", "outepi")

@@ -13,17 +13,10 @@
 // first outlier columns meanwhile: the outlier count -> index -> value loads are a chain of
 // dependent latencies that stalled every block before its first weight load (H100, kernel alone:
 // 5120->20480 at 1 token 42.3 -> 37.8 us, 49152->12288 227 -> 218 us, bit-identical).
-// With more outlier columns (up to kStagedCols, rows up to kStashMaxK) the block stages their
-// x values and an outlier bitmap with ranks before the main loop, and each lane copies the
-// outlier bytes of the weight it streams anyway into the staged weight table: no gather of weight
-// bytes after the loop (each round of gathers was two dependent trips to L2 per block). The sums
-// run in the same ascending order either way, so the results do not change.
 #include <algorithm>
-#include <type_traits>
 
 #include "cuda/decode_args.cuh"
 #include "cuda/device_utils.cuh"
-#include "cuda/gemv_common.cuh"
 #include "cuda/launch.h"
 
 namespace jaxint8::cuda {
@@ -33,11 +26,6 @@ constexpr int kWarps = 8;                   // warps streaming the weight
 constexpr int kThreads = kWarps * 32;
 constexpr int kBlockThreads = kThreads + 32;  // + the outlier-staging warp
 constexpr int kChunk = 64;  // K bytes per warp step (two m16n8k32 per tile)
-// Outlier columns staged at once (x values and dequantized weights in shared memory), and the
-// widest row whose outlier bitmap the stash keeps (8 KB of bits + 4 KB of ranks): with the
-// tables, 47 KB of static shared memory per block.
-constexpr int kStagedCols = 256;
-constexpr int64_t kStashMaxK = 65536;
 
 // 16 bytes of row `row` at column k0 (zero beyond k). ALIGNED: rows are 16-byte aligned and
 // k % 16 == 0, so a chunk is either fully inside or fully outside.
@@ -91,28 +79,13 @@ __global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(const DecodeAr
   // Outliers: x[tokens, O] and W_deq[O, rows] are staged in shared memory for up to TC outlier
   // columns at a time; each output sums them in order in the epilogue. The staging warp gathers
   // the first kEarlyCols during the main loop (few enough that all its loads are in flight at
-  // once: a longer serial gather would outlast the weight stream); up to TC columns with rows up
-  // to kStashMaxK are stashed from the stream (see the top), more are gathered by the block after
-  // the loop in rounds of TC.
-  constexpr int TC = kStagedCols;
-  constexpr int kEarlyCols = kOrderedOutliers;
+  // once: a longer serial gather would outlast the weight stream), the block the rest afterwards.
+  constexpr int TC = 32;
+  constexpr int kEarlyCols = 8;
   constexpr int kRows = 16 * TILES;
-  constexpr int kWords = kStashMaxK / 32;
   __shared__ int s_idx[TC];
   __shared__ float s_x[16][TC + 1];
   __shared__ float s_w[TC][kRows + 1];
-  // The outlier bitmap (bit c % 32 of word c / 32) and each word's first rank, while the main loop
-  // runs; the int32 partial sums after it.
-  constexpr int kVals = TILES * MT * 4;
-  union StashOrSums {
-    struct {
-      uint32_t bits[kWords];
-      uint16_t first[kWords];
-    } stash;
-    int32_t red[kWarps][kVals][32];
-  };
-  __shared__ StashOrSums shared;
-  __shared__ float s_scale[kRows];  // the stash's dequantization scales of the block's rows
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // Programmatic dependent launch (a no-op wait when launched normally): until the quantization
   // grid is done, only inputs it does not write may be read. Warm L2 with the first
@@ -150,51 +123,10 @@ __global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(const DecodeAr
     }
   };
   auto block_sync = [] { __syncthreads(); };
-  const bool stash = ALIGNED && count > kEarlyCols && count <= TC && k <= kStashMaxK;
-  const int early = stash ? count : min(kEarlyCols, count);
-  if (stash) {
-    // The list, then the bitmap with ranks and x[tokens, O]; the weight table fills in the loop.
-    const int words = static_cast<int>((k + 31) / 32);
-    for (int w = threadIdx.x; w < words; w += kBlockThreads) shared.stash.bits[w] = 0u;
-    for (int t = threadIdx.x; t < count; t += kBlockThreads) {
-      const int c = p.outlier_idx[t];
-      s_idx[t] = (c >= 0 && c < k) ? c : -1;
-    }
-    if (threadIdx.x < kRows) s_scale[threadIdx.x] = p.scale[min(n0 + threadIdx.x, n - 1)];
-    __syncthreads();
-    for (int t = threadIdx.x; t < count; t += kBlockThreads) {
-      const int c = s_idx[t];
-      if (c < 0) continue;
-      atomicOr(&shared.stash.bits[c >> 5], 1u << (c & 31));
-      if (t == 0 || s_idx[t - 1] < 0 || (s_idx[t - 1] >> 5) != (c >> 5)) shared.stash.first[c >> 5] = t;
-    }
-#pragma unroll 8
-    for (int e = threadIdx.x; e < 16 * count; e += kBlockThreads) {
-      const int tok = e % 16, t = e / 16;
-      const int c = s_idx[t];
-      s_x[tok][t] = (m0 + tok < m && c >= 0) ? load_float(p.x, p.x_type, (m0 + tok) * k + c) : 0.0f;
-    }
-    // Columns of a malformed list (out of range) add 0 * 0, as in the gathered rounds.
-    for (int e = threadIdx.x; e < kRows * count; e += kBlockThreads)
-      if (s_idx[e / kRows] < 0) s_w[e / kRows][e % kRows] = 0.0f;
-    __syncthreads();
-  } else if (warp == kWarps) {  // the staging warp (visible after the reduction barrier)
+  const int early = min(kEarlyCols, count);
+  if (warp == kWarps) {  // the staging warp (visible after the reduction barrier)
     if (early > 0) stage_outliers(0, early, lane, 32, [] { __syncwarp(); });
   }
-  // Copies the outlier bytes among 16 weight bytes (columns k0 .. k0 + 15) of this lane's row
-  // (tile t, half h) into the weight table, at their ranks.
-  auto stash_bytes = [&](const uint4& w, int64_t k0, int t, int h) {
-    const int w32 = static_cast<int>(k0 >> 5), sh = static_cast<int>(k0 & 31);  // sh: 0 or 16
-    const uint32_t word = shared.stash.bits[w32];
-    uint32_t f = (word >> sh) & 0xffffu;
-    while (f) {
-      const int i = __ffs(f) - 1;
-      f &= f - 1;
-      const int rank = shared.stash.first[w32] + __popc(word & ((1u << (sh + i)) - 1u));
-      const int rr = t * 16 + g + 8 * h;
-      if (rank < TC) s_w[rank][rr] = dequantize_weight(weight_byte(w, i), s_scale[rr]);
-    }
-  };
 
   int32_t acc[TILES][MT][4];
 #pragma unroll
@@ -205,63 +137,41 @@ __global__ void __launch_bounds__(kBlockThreads, 3) skinny_kernel(const DecodeAr
       for (int r = 0; r < 4; ++r) acc[t][j][r] = 0;
 
   const int64_t n_chunks = (k + kChunk - 1) / kChunk;
-  // The main loop, compiled twice (with and without the stash) so that the stash's registers do
-  // not cost the common case spills.
-  auto main_loop = [&](auto with_stash) {
-    constexpr bool kStash = decltype(with_stash)::value;
-    for (int64_t c = warp; c < n_chunks && warp < kWarps; c += kWarps * U) {
-      uint4 wv[U][TILES][2], xv[U][MT];
+  for (int64_t c = warp; c < n_chunks && warp < kWarps; c += kWarps * U) {
+    uint4 wv[U][TILES][2], xv[U][MT];
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int64_t k0 = (c + static_cast<int64_t>(u) * kWarps) * kChunk + q * 16;
+    for (int u = 0; u < U; ++u) {
+      const int64_t k0 = (c + static_cast<int64_t>(u) * kWarps) * kChunk + q * 16;
 #pragma unroll
-        for (int t = 0; t < TILES; ++t)
+      for (int t = 0; t < TILES; ++t)
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            if constexpr (ALIGNED) {
-              wv[u][t][h] = k0 < k ? load_stream(p.qweight + wrow[t][h] * k + k0) : make_uint4(0, 0, 0, 0);
-            } else {
-              wv[u][t][h] = load16<false>(p.qweight, wrow[t][h], k, k0);
-            }
+        for (int h = 0; h < 2; ++h) {
+          if constexpr (ALIGNED) {
+            wv[u][t][h] = k0 < k ? load_stream(p.qweight + wrow[t][h] * k + k0) : make_uint4(0, 0, 0, 0);
+          } else {
+            wv[u][t][h] = load16<false>(p.qweight, wrow[t][h], k, k0);
           }
-#pragma unroll
-        for (int j = 0; j < MT; ++j) xv[u][j] = load16<ALIGNED>(p.xq, xrow[j], k, k0);
-      }
-#pragma unroll
-      for (int u = 0; u < U; ++u)
-#pragma unroll
-        for (int half = 0; half < 2; ++half)
-#pragma unroll
-          for (int t = 0; t < TILES; ++t) {
-            const uint32_t a[4] = {u4(wv[u][t][0], 2 * half), u4(wv[u][t][1], 2 * half),
-                                   u4(wv[u][t][0], 2 * half + 1), u4(wv[u][t][1], 2 * half + 1)};
-#pragma unroll
-            for (int j = 0; j < MT; ++j)
-              mma_s8_16832(acc[t][j], a, u4(xv[u][j], 2 * half), u4(xv[u][j], 2 * half + 1));
-          }
-      if constexpr (kStash) {
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const int64_t k0 = (c + static_cast<int64_t>(u) * kWarps) * kChunk + q * 16;
-          if (k0 >= k) continue;
-#pragma unroll
-          for (int t = 0; t < TILES; ++t)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) stash_bytes(wv[u][t][h], k0, t, h);
         }
-      }
+#pragma unroll
+      for (int j = 0; j < MT; ++j) xv[u][j] = load16<ALIGNED>(p.xq, xrow[j], k, k0);
     }
-  };
-  if (stash) {
-    main_loop(std::true_type{});
-  } else {
-    main_loop(std::false_type{});
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+#pragma unroll
+        for (int t = 0; t < TILES; ++t) {
+          const uint32_t a[4] = {u4(wv[u][t][0], 2 * half), u4(wv[u][t][1], 2 * half),
+                                 u4(wv[u][t][0], 2 * half + 1), u4(wv[u][t][1], 2 * half + 1)};
+#pragma unroll
+          for (int j = 0; j < MT; ++j)
+            mma_s8_16832(acc[t][j], a, u4(xv[u][j], 2 * half), u4(xv[u][j], 2 * half + 1));
+        }
   }
 
-  // Cross-warp reduction of the int32 partial sums (in the stash's shared memory: every warp
-  // must be done with the bitmap first).
-  if (stash) __syncthreads();
-  auto& red = shared.red;
+  // Cross-warp reduction of the int32 partial sums.
+  constexpr int kVals = TILES * MT * 4;
+  __shared__ int32_t red[kWarps][kVals][32];
 #pragma unroll
   for (int t = 0; t < TILES; ++t)
 #pragma unroll

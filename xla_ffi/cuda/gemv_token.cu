@@ -25,6 +25,7 @@
 // what 8 do; the sum order is this kernel's, within docs/design.md's bound.
 #include <algorithm>
 #include <mutex>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -129,18 +130,27 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(U))
 
     int32_t acc = 0;
     float osum = 0.0f;  // streamed outlier columns of this lane
-    for (int c0 = c_begin; c0 < c_end; c0 += U) {
-      if (c0 != c_begin) load_weights(r, c0);
+    // The main loop, compiled twice: the ordered path's loop has no flag test between its loads.
+    auto main_loop = [&](auto stream_tag) {
+      constexpr bool kStream = decltype(stream_tag)::value;
+      for (int c0 = c_begin; c0 < c_end; c0 += U) {
+        if (c0 != c_begin) load_weights(r, c0);
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        if (!in_range(c0 + u)) continue;
-        const int kk = (c0 + u) * kGemvChunk + lane_k;
-        acc = dot16(wv[u], *reinterpret_cast<const uint4*>(q.xs + kk), acc);
-        if (streamed) {
-          const unsigned f = *reinterpret_cast<const uint16_t*>(q.flags + (kk >> 3));
-          if (f) osum = add_flagged_outliers(osum, wv[u], f, args.p.x, args.p.x_type, kk, cs);
+        for (int u = 0; u < U; ++u) {
+          if (!in_range(c0 + u)) continue;
+          const int kk = (c0 + u) * kGemvChunk + lane_k;
+          acc = dot16(wv[u], *reinterpret_cast<const uint4*>(q.xs + kk), acc);
+          if constexpr (kStream) {
+            const unsigned f = *reinterpret_cast<const uint16_t*>(q.flags + (kk >> 3));
+            if (f) osum = add_flagged_outliers(osum, wv[u], f, args.p.x, args.p.x_type, kk, cs);
+          }
         }
       }
+    };
+    if (streamed) {
+      main_loop(std::true_type{});
+    } else {
+      main_loop(std::false_type{});
     }
     acc = warp_sum(acc);
     if (streamed) osum = warp_sum(osum);
