@@ -14,7 +14,9 @@ taken within that process. By default the first ``--layers`` decoder layers and 
 timed (plus embeddings and lm_head), and the per-layer cost (the difference / the layer
 difference) is extrapolated to the full depth; ``--depths 40`` times the whole 13B shape (26 GB
 bf16 + 13 GB int8 on the device). ``--trace`` adds, from the device timeline
-(``benchmarks/timeline.py``), the GPU time per decode step by kernel class and the top kernels.
+(``benchmarks/timeline.py``), the GPU time per prefill and per decode step by kernel class
+(int8 GEMM, int8 quantization, outlier product, XLA GEMMs, softmax/reductions, other XLA
+fusions) and the top kernels.
 ``--kernel-options`` pins jaxint8's CUDA kernels (``jaxint8.KernelOptions`` fields, recorded in
 the JSON).
 
@@ -190,6 +192,8 @@ def time_model(
 
     t_prefill = _time(run_prefill, repeats)
     res = {"prefill_s": t_prefill, "prefill_tokens_per_s": batch * prompt_len / t_prefill}
+    if trace and not decode_too:
+        res["prefill_trace"] = trace_step(run_prefill, 1)
     if not decode_too:
         return res
     logits, cache = run_prefill()
@@ -215,33 +219,43 @@ def time_model(
         "decode_tokens_per_s": batch * decode_steps / t_decode,
     }
     if trace:
-        res["decode_trace"] = trace_decode(run_decode, decode_steps)
+        res["decode_trace"] = trace_step(run_decode, decode_steps)
     return res
 
 
+KERNEL_CLASSES = (  # (class, substrings of a lower-cased kernel name); first match wins
+    ("int8 GEMM", ("cutlass", "skinny_kernel", "gemv_kernel", "tiled_kernel")),
+    ("int8 quantization", ("quantize_", "column_absmax", "gather_outliers")),
+    ("outlier product", ("outlier_product", "gather_kernel")),
+    ("XLA GEMMs", ("gemm", "nvjet", "cublas", "xmma", "dot")),
+    ("softmax/reductions", ("reduce", "softmax")),
+    ("memset/copy", ("memset", "memcpy", "copy")),
+)
+
+
 def kernel_group(name: str) -> str:
-    """Coarse class of a GPU kernel for the decode breakdown."""
+    """Coarse class of a GPU kernel for the step breakdown. XLA's GEMMs are attention's two
+    einsums and the lm_head in the int8 model, and the projections too in the bf16 model;
+    "other XLA" is the elementwise fusions (norms, residuals, activations, casts, rotary)."""
     n = name.lower()
-    if any(k in n for k in ("jaxint8", "skinny_kernel", "quantize_", "column_absmax", "gather_outliers", "cutlass")):
-        return "int8 kernels"
-    if any(k in n for k in ("gemm", "nvjet", "cublas", "dot")):
-        return "XLA GEMMs"
-    if "memset" in n or "memcpy" in n:
-        return "memset/copy"
+    for group, keys in KERNEL_CLASSES:
+        if any(k in n for k in keys):
+            return group
     return "other XLA"
 
 
-def trace_decode(run_decode, decode_steps: int, execs: int = 2) -> dict | None:
-    """Device timeline of the decode loop, per step: span, GPU busy time, time per kernel class.
+def trace_step(run, calls: int, execs: int = 2) -> dict | None:
+    """Device timeline of one jitted program per call (a prefill, or one step of the decode loop
+    with ``calls`` steps): span, GPU busy time, time per kernel class, top kernels, largest gaps.
 
     span >> busy means the step is host-bound (launches, the while loop's per-step predicate
     read-back), not kernel-bound.
     """
     # 50 ms between executions: a deep model's decode loop can idle for milliseconds inside one.
-    dev = timeline.trace_programs({"decode": (run_decode, ())}, decode_steps, execs, exec_gap_s=0.05)
+    dev = timeline.trace_programs({"step": (run, ())}, calls, execs, exec_gap_s=0.05)
     if dev is None:
         return None
-    d = dev["decode"]
+    d = dev["step"]
     groups: dict = {}
     for name, t in d["kernels"].items():
         groups[kernel_group(name)] = groups.get(kernel_group(name), 0.0) + t
@@ -271,7 +285,7 @@ def measure(variants, args) -> list[dict]:
                 "tokens_per_call": batch * prompt_len,
             }
             for vname, m, p in variants:
-                row[f"{vname}_s"] = time_model(
+                r = time_model(
                     m,
                     p,
                     prompt_len=prompt_len,
@@ -279,7 +293,13 @@ def measure(variants, args) -> list[dict]:
                     decode_steps=1,
                     repeats=args.repeats,
                     decode_too=False,
-                )["prefill_s"]
+                    trace=args.trace,
+                )
+                row[f"{vname}_s"] = r["prefill_s"]
+                if "prefill_trace" in r:
+                    row[f"{vname}_trace"] = r["prefill_trace"]
+                    print_trace(f"{vname} prefill {batch}x{prompt_len} ({m.config.num_layers} layers)",
+                                r["prefill_trace"])
             rows.append(row)
     for batch in args.decode_batch:
         row = {
@@ -311,7 +331,7 @@ def print_trace(title: str, t: dict | None) -> None:
         print(f"{title}: trace unavailable (no GPU events or executions not separable)")
         return
     groups = ", ".join(f"{k} {v:.0f}" for k, v in sorted(t["groups_us"].items(), key=lambda kv: -kv[1]))
-    print(f"{title}: per step span {t['span_us']:.0f} us, GPU busy {t['busy_us']:.0f} us, "
+    print(f"{title}: per call span {t['span_us']:.0f} us, GPU busy {t['busy_us']:.0f} us, "
           f"{t.get('launches', 0):.0f} kernels ({groups})", flush=True)
     n = t.get("top_kernels_launches", {})
     for k, v in t["top_kernels_us"].items():
@@ -483,7 +503,8 @@ def main(argv=None):
     p.add_argument("--threshold", type=float, default=6.0)
     p.add_argument("--no-group", action="store_true",
                    help="int8 q/k/v (gate/up) one by one instead of one grouped op")
-    p.add_argument("--trace", action="store_true", help="trace the decode loop: span, busy time, kernels per step")
+    p.add_argument("--trace", action="store_true",
+                   help="trace each prefill and the decode loop: span, busy time, time per kernel class, top kernels")
     p.add_argument("--outlier-dims", type=int, default=6, help="planted systematic outlier dims (0: none)")
     p.add_argument("--kernel-options", type=layer.kernel_options_arg, default={}, metavar="FIELD=VALUE,...",
                    help="jaxint8.KernelOptions for the int8 model, e.g. decode=mma (default automatic)")

@@ -64,10 +64,13 @@ class KernelOptions:
       gemv_ksplit: 0 (auto), or K slices per weight row in the dp4a GEMVs: 1, 2 or 4.
       token_loads: 0 (auto), or 16-byte weight loads in flight per lane in the one-token GEMV
         without K slices: 4 or 6.
-      outliers: how the prefill GEMMs (17+ tokens) add the outlier columns: ``"auto"`` (the
-        GEMM epilogue adds up to 8; more go through ``"gemm"``), ``"epilogue"`` (always the
-        epilogue: a loop over the columns per output element, slow for many) or ``"gemm"`` (a
-        tensor-core GEMM over the gathered outlier columns whose result the epilogue adds).
+      outliers: how the prefill GEMMs (17+ tokens) and the one-token GEMV add the outlier
+        columns: ``"auto"`` (up to 8 the epilogue adds them in ascending column order, as the
+        CPU handler does; more go the ``"gemm"`` way), ``"epilogue"`` (always the ordered
+        epilogue: a loop over the columns per output element, slow for many) or ``"gemm"`` (the
+        prefill GEMMs: a tensor-core GEMM over the gathered outlier columns whose result the
+        epilogue adds; the one-token GEMV: each lane sums the outlier columns among the weight
+        bytes it streams, in the kernel's own order).
 
     Example::
 

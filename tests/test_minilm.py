@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import numpy as np
 import pytest
 
@@ -71,8 +72,9 @@ def test_float_hidden_states_match_transformers():
     with torch.no_grad():
         ref = hf(**{k: torch.tensor(v).long() for k, v in b.items()}).last_hidden_state.numpy()
     model, params = _float()
-    out = np.asarray(model.apply({"params": params}, b["input_ids"], attention_mask=b["attention_mask"],
-                                 token_type_ids=b["token_type_ids"]))
+    with jax.default_matmul_precision("highest"):  # GPUs run float32 dots as TF32 by default
+        out = np.asarray(model.apply({"params": params}, b["input_ids"], attention_mask=b["attention_mask"],
+                                     token_type_ids=b["token_type_ids"]))
     assert out.shape == ref.shape == (25, b["input_ids"].shape[1], 384)
     np.testing.assert_allclose(out, ref, atol=1e-4)
 
@@ -83,7 +85,8 @@ def test_float_embeddings_match_sentence_transformers():
     ref = st.SentenceTransformer(PATH, device="cpu").encode(sentences, convert_to_numpy=True)
     model, params = _float()
     b = TextEncoder(PATH).encode(sentences)
-    e = np.asarray(embed(model, params, b["input_ids"], b["attention_mask"], b["token_type_ids"]))
+    with jax.default_matmul_precision("highest"):  # GPUs run float32 dots as TF32 by default
+        e = np.asarray(embed(model, params, b["input_ids"], b["attention_mask"], b["token_type_ids"]))
     np.testing.assert_allclose(e, ref, atol=2e-5)
 
 

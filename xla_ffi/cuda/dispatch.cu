@@ -33,7 +33,8 @@
 //   7  c <= 8                                          the GEMM epilogue adds them
 //      c > 8                                           tensor-core outlier product before the GEMM
 //                                                      (outlier_product.cu), the epilogue adds it
-//   (decode GEMMs, row 4: their epilogue, any count)
+//   (decode GEMMs, row 4: their epilogue, any count; the one-token GEMV of row 1: c <= 8 its
+//    epilogue, c > 8 summed from its weight stream; both follow the option too)
 //
 // Workspace of a call (from XLA, sized by jaxint8/primitives.py): the outlier product's buffers
 // (unless outliers = "epilogue"), then the sm90 outlier staging (unless gemm = "tiled").
@@ -74,10 +75,21 @@ constexpr int kDecodeL2Prefetch = 2048;
 // epilogue); above, the 128x256 cooperative kernel (178 vs 258 us at m = 1024) unless it would run
 // fewer than two tiles per SM (1024x5120x20480 with 6 outliers: ping-pong 128x128 218 vs 254 us).
 constexpr int64_t kSm90PingpongMaxM = 512;
-// Outlier columns the prefill epilogues add themselves; more take the tensor-core product (its
-// partial costs one write and one read of an m x n f32 array; the epilogue loop costs O(count)
-// per output element).
-constexpr int kEpilogueMaxOutliers = 8;
+// Outlier columns the prefill epilogues add themselves (kOrderedOutliers, launch.h); more take
+// the tensor-core product (its partial costs one write and one read of an m x n f32 array; the
+// epilogue loop costs O(count) per output element).
+constexpr int kEpilogueMaxOutliers = kOrderedOutliers;
+
+// The most outlier columns the one-token GEMV sums in ascending order (more: from its weight
+// stream). H200, 5120->20480 at 1 token: the ordered gather costs a serial shuffle chain per row
+// that grows with the count.
+int token_ordered_max(const KernelOptions& o) {
+  switch (o.outliers_choice()) {
+    case OutliersChoice::kEpilogue: return 1 << 30;  // always ordered
+    case OutliersChoice::kGemm: return 0;            // always streamed
+    default: return kOrderedOutliers;
+  }
+}
 
 enum class GemmPath { kDecode, kSm90, kTiled };
 
@@ -239,7 +251,7 @@ bool try_token_gemv(const QuantizeCall& q, const MatmulCall& call, const KernelO
   out.outlier_idx = q.outlier_idx;
   out.outlier_count = q.outlier_count;
   if (!token_gemv_supported(call.ps, call.count, out)) return false;
-  const cudaError_t err = launch_token_gemv(call.ps, call.count, out, TokenGemvConfig{o.gemv_ksplit, o.token_loads},
+  const cudaError_t err = launch_token_gemv(call.ps, call.count, out, TokenGemvConfig{o.gemv_ksplit, o.token_loads, token_ordered_max(o)},
                                             dev.num_sms, stream);
   *status = {err, "one-token GEMV"};
   return true;

@@ -45,6 +45,33 @@ __device__ __forceinline__ int32_t warp_sum(int32_t v) {
   return v;
 }
 
+// Warp-wide float sum by butterfly: every lane gets the same bits (each step adds the same two
+// values, and float addition is commutative).
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v = __fadd_rn(v, __shfl_xor_sync(kGemvFullMask, v, off));
+  return v;
+}
+
+// Byte i (0-15) of 16 loaded weight bytes, as int8.
+__device__ __forceinline__ int8_t weight_byte(const uint4& w, int i) {
+  const uint32_t word = i < 8 ? (i < 4 ? w.x : w.y) : (i < 12 ? w.z : w.w);
+  return static_cast<int8_t>(word >> (8 * (i & 3)));
+}
+
+// Adds the outlier columns among a lane's 16 weight bytes `w` (columns kk .. kk + 15 of one
+// weight row; bit i of `flags` set = column kk + i is an outlier) to the lane's outlier sum, in
+// ascending column order: the weight bytes come from the stream, no gather.
+__device__ __forceinline__ float add_flagged_outliers(float osum, const uint4& w, unsigned flags, const void* x,
+                                                      FloatType x_type, int64_t kk, float scale) {
+  while (flags) {
+    const int i = __ffs(flags) - 1;
+    flags &= flags - 1;
+    osum = outlier_term(osum, load_float(x, x_type, kk + i), dequantize_weight(weight_byte(w, i), scale));
+  }
+  return osum;
+}
+
 // K slices per weight row of a GEMV launch (host): `forced` (1, 2 or 4) when given, else the fewest
 // of 1, 2, 4 that give at least `min_groups` row groups of `warps` / split rows, as long as a
 // slice keeps >= 2 KB of the row.

@@ -17,10 +17,15 @@
 //   5. per row group: the next group's first bytes into L2, the dp4a main loop, the slices'
 //      partial sums meet in shared memory, the row's first warp adds the outlier term and
 //      stores y (TokenRowEpilogue).
-// The scalar rules (common.h), the reduction orders and the epilogue formula are those of the
-// chain, so every output equals the chain's bit for bit (GPU tests).
+// The outlier term: up to `ordered_max` outlier columns, the row's first warp gathers them and
+// sums in ascending column order, as the chain and the CPU handler do, so every output equals
+// the chain's bit for bit (GPU tests). Above, each lane adds the outlier columns among the weight
+// bytes it streams anyway (the token's bitmap in shared memory says which), then the lanes' and
+// the slices' sums meet in a fixed tree: no gathered loads at all, so 256 outlier columns cost
+// what 8 do; the sum order is this kernel's, within docs/design.md's bound.
 #include <algorithm>
 #include <mutex>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -70,9 +75,10 @@ constexpr int kNextGroupPrefetch = 2048;
 
 template <typename T, int KSPLIT, bool GROUPED, int U>
 __global__ void __launch_bounds__(kThreads, blocks_per_sm(U))
-    token_gemv_kernel(const DecodeArgs args, const TokenOutputs out, int next_prefetch) {
+    token_gemv_kernel(const DecodeArgs args, const TokenOutputs out, int next_prefetch, int ordered_max) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ int32_t partial[2][kWarps];  // double-buffered: group i + 1 never overwrites group i's
+  __shared__ float opartial[2][kWarps];   // the slices' streamed outlier sums, likewise
   const int k = static_cast<int>(args.p.k);  // token_gemv_supported: k <= kTokenMaxK
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, slice = warp % KSPLIT;
   __shared__ WeightRef grouped[GROUPED ? kMaxSkinnyWeights : 1];
@@ -102,6 +108,7 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(U))
 
   // 2-4. The token (token_quant.cuh).
   const QuantizedToken q = quantize_token<T, kThreads>(static_cast<const T*>(args.p.x), k, out, smem);
+  const bool streamed = q.count > ordered_max;  // the same for the whole block
 
   // 5. The row groups.
   uint4 wv[U];
@@ -118,32 +125,56 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(U))
     const bool epilogue_warp = r.live && slice == 0;
 
     TokenRowEpilogue epilogue;
-    if (epilogue_warp && q.listed()) epilogue.gather(q, r.wrow, args.p.x, args.p.x_type, 0);
+    if (epilogue_warp && !streamed && q.listed()) epilogue.gather(q, r.wrow, args.p.x, args.p.x_type, 0);
+    const float cs = streamed && r.live ? weights[r.weight].scale[r.row] : 0.0f;
 
     int32_t acc = 0;
-    for (int c0 = c_begin; c0 < c_end; c0 += U) {
-      if (c0 != c_begin) load_weights(r, c0);
+    float osum = 0.0f;  // streamed outlier columns of this lane
+    // The main loop, compiled twice: the ordered path's loop has no flag test between its loads.
+    auto main_loop = [&](auto stream_tag) {
+      constexpr bool kStream = decltype(stream_tag)::value;
+      for (int c0 = c_begin; c0 < c_end; c0 += U) {
+        if (c0 != c_begin) load_weights(r, c0);
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        if (!in_range(c0 + u)) continue;
-        const int kk = (c0 + u) * kGemvChunk + lane_k;
-        acc = dot16(wv[u], *reinterpret_cast<const uint4*>(q.xs + kk), acc);
+        for (int u = 0; u < U; ++u) {
+          if (!in_range(c0 + u)) continue;
+          const int kk = (c0 + u) * kGemvChunk + lane_k;
+          acc = dot16(wv[u], *reinterpret_cast<const uint4*>(q.xs + kk), acc);
+          if constexpr (kStream) {
+            const unsigned f = *reinterpret_cast<const uint16_t*>(q.flags + (kk >> 3));
+            if (f) osum = add_flagged_outliers(osum, wv[u], f, args.p.x, args.p.x_type, kk, cs);
+          }
+        }
       }
+    };
+    if (streamed) {
+      main_loop(std::true_type{});
+    } else {
+      main_loop(std::false_type{});
     }
     acc = warp_sum(acc);
-    if constexpr (KSPLIT > 1) {  // the slices of a row meet in shared memory (exact)
-      if (lane == 0) partial[it & 1][warp] = acc;
+    if (streamed) osum = warp_sum(osum);
+    if constexpr (KSPLIT > 1) {  // the slices of a row meet in shared memory (int32 exact; floats in slice order)
+      if (lane == 0) {
+        partial[it & 1][warp] = acc;
+        opartial[it & 1][warp] = osum;
+      }
       __syncthreads();
       if (slice == 0) {
         int32_t s = 0;
+        float o = 0.0f;
 #pragma unroll
-        for (int h = 0; h < KSPLIT; ++h) s += partial[it & 1][warp + h];
+        for (int h = 0; h < KSPLIT; ++h) {
+          s += partial[it & 1][warp + h];
+          o = __fadd_rn(o, opartial[it & 1][warp + h]);
+        }
         acc = s;
+        osum = o;
       }
     }
     if (!epilogue_warp) continue;
 
-    epilogue.finish(q, k, r.wrow, r.row, acc, weights[r.weight], args.p);
+    epilogue.finish(q, k, r.wrow, r.row, acc, streamed ? &osum : nullptr, weights[r.weight], args.p);
   }
 }
 
@@ -161,8 +192,8 @@ int cached_resident_blocks(const void* kernel, int smem) {
 }
 
 template <typename T, int KSPLIT, int U>
-cudaError_t launch_split(const Int8GemmParams* ps, int count, const TokenOutputs& out, int num_sms,
-                         cudaStream_t stream) {
+cudaError_t launch_split(const Int8GemmParams* ps, int count, const TokenOutputs& out, int ordered_max,
+                         int num_sms, cudaStream_t stream) {
   auto kernel = count > 1 ? token_gemv_kernel<T, KSPLIT, true, U> : token_gemv_kernel<T, KSPLIT, false, U>;
   int64_t groups = 0;
   const DecodeArgs a = make_decode_args(ps, count, kWarps / KSPLIT, &groups);
@@ -176,7 +207,7 @@ cudaError_t launch_split(const Int8GemmParams* ps, int count, const TokenOutputs
   const int64_t slots = static_cast<int64_t>(std::max(num_sms, 1)) * resident;
   const int64_t waves = std::max<int64_t>(1, (groups + slots - 1) / slots);
   const int64_t blocks = std::max<int64_t>(1, (groups + waves - 1) / waves);
-  kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a, out, kNextGroupPrefetch);
+  kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a, out, kNextGroupPrefetch, ordered_max);
   return cudaGetLastError();
 }
 
@@ -201,11 +232,11 @@ template <typename T>
 cudaError_t launch_typed(const Int8GemmParams* ps, int count, const TokenOutputs& out, TokenGemvConfig config,
                          int num_sms, cudaStream_t stream) {
   switch (choose_ksplit(ps, count, num_sms, config.ksplit)) {
-    case 4: return launch_split<T, 4, 4>(ps, count, out, num_sms, stream);
-    case 2: return launch_split<T, 2, 4>(ps, count, out, num_sms, stream);
+    case 4: return launch_split<T, 4, 4>(ps, count, out, config.ordered_max, num_sms, stream);
+    case 2: return launch_split<T, 2, 4>(ps, count, out, config.ordered_max, num_sms, stream);
     default:
-      return token_loads(count, config.loads) == 6 ? launch_split<T, 1, 6>(ps, count, out, num_sms, stream)
-                                                   : launch_split<T, 1, 4>(ps, count, out, num_sms, stream);
+      return token_loads(count, config.loads) == 6 ? launch_split<T, 1, 6>(ps, count, out, config.ordered_max, num_sms, stream)
+                                                   : launch_split<T, 1, 4>(ps, count, out, config.ordered_max, num_sms, stream);
   }
 }
 

@@ -10,6 +10,11 @@
 
 namespace jaxint8::cuda {
 
+// Outlier columns that every kernel by default sums in ascending column order, bit-identical to the
+// CPU handler; with more, the prefill GEMMs take the tensor-core outlier product and the one-token
+// GEMV sums them from its weight stream (both within docs/design.md's bound).
+inline constexpr int kOrderedOutliers = 8;
+
 // col_amax[b, c] = max_i |x[b, i, c]| (NaN-propagating), x [nb, s, h] of type t.
 cudaError_t launch_column_absmax(const void* x, FloatType t, int64_t nb, int64_t s, int64_t h,
                                  float* col_amax, int num_sms, cudaStream_t stream);
@@ -72,6 +77,9 @@ struct TokenOutputs {
 struct TokenGemvConfig {
   int ksplit = 0;  // K slices per weight row: 1, 2 or 4
   int loads = 0;   // 16-byte weight loads in flight per lane without K slices: 4 or 6
+  // The most outlier columns summed in ascending column order (the CPU handler's and the chain's:
+  // bit-identical); a token with more has them summed per lane from the weight stream.
+  int ordered_max = kOrderedOutliers;
 };
 bool token_gemv_supported(const Int8GemmParams* ps, int count, const TokenOutputs& out);
 cudaError_t launch_token_gemv(const Int8GemmParams* ps, int count, const TokenOutputs& out,

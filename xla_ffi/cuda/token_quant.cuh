@@ -186,8 +186,8 @@ __device__ __forceinline__ const WeightRef* launch_weights(const DecodeArgs& arg
 // The epilogue of one weight row, by one warp: the outlier term and the output. gather(0)
 // before the row's main loop starts the first round's dependent loads (lane t: outlier t of a
 // round of 32 from the list), so they run while the weight loads are in flight; finish() adds
-// every round (past kTokenListCap outliers by walking the bitmap, same ascending order) and lane
-// 0 stores y = finish_output(acc, ...).
+// every round (past kTokenListCap outliers by walking the bitmap, same ascending order), or takes
+// the sum the kernel streamed, and lane 0 stores y = finish_output(acc, ...).
 struct TokenRowEpilogue {
   int wq_out = 0;
   uint32_t x_out[1] = {0u};
@@ -202,12 +202,16 @@ struct TokenRowEpilogue {
     x_out[0] = ok ? load_float_bits(x, x_type, c) : 0u;
   }
 
-  // acc: the row's int32 dot product (every lane); gather(q, wrow, ..., 0) done when q.listed().
+  // acc: the row's int32 dot product (every lane); streamed: the row's outlier sum (lane 0), or
+  // nullptr to sum the listed columns here (gather(q, wrow, ..., 0) done when q.listed()).
   __device__ __forceinline__ void finish(const QuantizedToken& q, int k, const int8_t* wrow, int64_t row,
-                                         int32_t acc, const WeightRef& w, const Int8GemmParams& p) {
+                                         int32_t acc, const float* streamed, const WeightRef& w,
+                                         const Int8GemmParams& p) {
     const float cs = w.scale[row];
     float osum[1] = {0.0f};
-    if (q.listed()) {
+    if (streamed) {
+      osum[0] = *streamed;
+    } else if (q.listed()) {
       for (int t0 = 0; t0 < q.count; t0 += 32) {
         if (t0 > 0) gather(q, wrow, p.x, p.x_type, t0);
         add_outlier_round<1>(osum, wq_out, x_out, ok, cs, p.x_type, min(32, q.count - t0));
