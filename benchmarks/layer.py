@@ -82,6 +82,8 @@ Usage::
     python benchmarks/layer.py --layers --shapes 5120x20480,20480x5120 --tokens 512,2048 \\
         --outliers 0,6,64,256,1024,all                            # distinct layers, outlier sweep
     python benchmarks/layer.py --layers 16,64 --tokens 1,16 --outliers 0,64,256 --methods bf16,jaxint8,bnb
+    python benchmarks/layer.py --layers 16,64 --tokens 2048 --outliers 0,6 \
+        --methods bf16,jaxint8,jaxint8@sm90_tile=pingpong128x128/outliers=tensor_epilogue  # side by side
     python benchmarks/layer.py --shapes 64x128 --tokens 4 --outliers 0,3,64 --layers 2,4 --reps 1  # CPU check
 """
 
@@ -111,7 +113,8 @@ THRESHOLD = 6.0             # the outlier threshold of jaxint8, jnp_llm_int8 and
 CLIP = 5.5                  # |x| bound of the non-outlier entries (below THRESHOLD: k is exact)
 OUTLIER_CAPACITY = 32       # jnp_llm_int8's fixed number of decomposed columns
 KERNEL_OPTION_FIELDS = {"gemm": str, "decode": str, "fused_quant": str, "gemv_ksplit": int, "token_loads": int,
-                        "outliers": str}
+                        "outliers": str, "sm90_tile": str}
+VARIANT_BASES = ("jaxint8", "jaxint8_t0")  # methods that take per-method kernel options (METHOD@...)
 QUANT_KERNELS = ("column_absmax", "quantize_rows", "quantize_fused", "memset", "Memset")
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 MATPLOTLIB_MISSING = 'plot skipped: matplotlib is not installed (pip install ".[bench]")'
@@ -182,28 +185,52 @@ def layer_pair(text):
     return sorted(values)
 
 
+def method_base(method):
+    """'jaxint8@sm90_tile=pingpong128x128' -> 'jaxint8' (the method without its kernel options)."""
+    return method.partition("@")[0]
+
+
 def method_list(text):
+    """Comma-separated methods; jaxint8 and jaxint8_t0 may carry their own kernel options,
+    ``jaxint8@FIELD=VALUE/FIELD=VALUE`` (e.g. ``jaxint8@outliers=epilogue``), so that several
+    kernel choices run side by side in one process."""
     methods = text.split(",")
-    if not methods or any(m not in METHODS for m in methods):
-        raise _list_error("method list", text, f"comma-separated, from {', '.join(METHODS)}")
+    expected = (f"comma-separated, from {', '.join(METHODS)}; {' and '.join(VARIANT_BASES)} also as "
+                f"METHOD@FIELD=VALUE/FIELD=VALUE with KernelOptions fields")
+    for m in methods:
+        base, at, opts = m.partition("@")
+        if base not in METHODS or (at and base not in VARIANT_BASES):
+            raise _list_error("method list", text, expected)
+        if at:
+            kernel_options_arg(opts, sep="/")
+    if not methods or len(set(methods)) != len(methods):
+        raise _list_error("method list", text, expected + ", each once")
     return methods
 
 
-def kernel_options_arg(text):
+def method_options(method):
+    """The jaxint8.KernelOptions of a METHOD@... variant (None: the enclosing default)."""
+    import jaxint8
+
+    base, at, opts = method.partition("@")
+    return jaxint8.KernelOptions(**kernel_options_arg(opts, sep="/")) if at else None
+
+
+def kernel_options_arg(text, sep=","):
     """'gemm=tiled,decode=mma' -> {'gemm': 'tiled', 'decode': 'mma'} (values checked by
     jaxint8.KernelOptions in make_kernel_options)."""
     fields = {}
-    for item in filter(None, text.split(",")):
-        key, sep, value = item.partition("=")
+    for item in filter(None, text.split(sep)):
+        key, eq, value = item.partition("=")
         key = key.strip().replace("-", "_")
         kind = KERNEL_OPTION_FIELDS.get(key)
         try:
-            fields[key] = kind(value.strip()) if sep and kind else None
+            fields[key] = kind(value.strip()) if eq and kind else None
         except ValueError:
             fields[key] = None
         if fields[key] is None:
             raise _list_error("kernel options", text,
-                              f"comma-separated FIELD=VALUE, FIELD one of {', '.join(KERNEL_OPTION_FIELDS)}")
+                              f"FIELD=VALUE items separated by {sep!r}, FIELD one of {', '.join(KERNEL_OPTION_FIELDS)}")
     return fields
 
 
@@ -368,9 +395,10 @@ def method_fn(method):
         return xla_int8_matmul
     if method == "jnp_llm_int8":
         return jnp_llm_int8_matmul
-    if method in ("jaxint8", "jaxint8_t0"):
-        threshold = {"jaxint8": THRESHOLD, "jaxint8_t0": 0.0}[method]
-        return lambda x, qw: jaxint8.llm_int8_matmul(x, qw, threshold=threshold)
+    if method_base(method) in VARIANT_BASES:
+        threshold = {"jaxint8": THRESHOLD, "jaxint8_t0": 0.0}[method_base(method)]
+        options = method_options(method)
+        return lambda x, qw: jaxint8.llm_int8_matmul(x, qw, threshold=threshold, options=options)
     if method == "read":
         return lambda x, qweight: jnp.max(qweight, axis=1)
     raise ValueError(f"method {method!r} is not a jax method (bnb runs only with --layers)")
@@ -802,6 +830,11 @@ def main(argv=None):
     if args.layers and "bnb" in methods:  # leave GPU memory to torch (JAX takes 75% by default)
         os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.6")
     options = make_kernel_options(ap, args.kernel_options)
+    for m in methods:
+        try:
+            method_options(m)
+        except (TypeError, ValueError) as e:
+            ap.error(f"argument --methods: {m}: {e}")
 
     import jax
 

@@ -38,7 +38,8 @@ _CHOICES = {
     "gemm": ("auto", "skinny", "tiled", "sm90"),
     "decode": ("auto", "token", "dp4a", "mma"),
     "fused_quant": ("auto", "always", "never"),
-    "outliers": ("auto", "epilogue", "gemm"),
+    "outliers": ("auto", "epilogue", "gemm", "tensor_epilogue"),
+    "sm90_tile": ("auto", "pingpong64x64", "pingpong64x128", "pingpong128x128", "cooperative128x256"),
 }
 _INT_CHOICES = {
     "gemv_ksplit": (0, 1, 2, 4),
@@ -70,13 +71,19 @@ class KernelOptions:
         epilogue: a loop over the columns per output element, slow for many) or ``"gemm"`` (the
         prefill GEMMs: a tensor-core GEMM over the gathered outlier columns whose result the
         epilogue adds; the one-token GEMV: each lane sums the outlier columns among the weight
-        bytes it streams, in the kernel's own order).
+        bytes it streams, in the kernel's own order) or ``"tensor_epilogue"`` (as ``"auto"``,
+        but the Hopper GEMM's epilogue multiplies its up to 8 columns on the tensor cores: TF32
+        ``mma.sync`` with ``x`` split in three exact terms, within the documented bound instead
+        of the CPU's operation order).
+      sm90_tile: ``"auto"``, or the Hopper CUTLASS configuration (tile m x n, schedule):
+        ``"pingpong64x64"``, ``"pingpong64x128"``, ``"pingpong128x128"`` or
+        ``"cooperative128x256"``.
 
     Example::
 
         >>> import jaxint8
         >>> jaxint8.KernelOptions(gemm="tiled")
-        KernelOptions(gemm='tiled', decode='auto', fused_quant='auto', gemv_ksplit=0, token_loads=0, outliers='auto')
+        KernelOptions(gemm='tiled', decode='auto', fused_quant='auto', gemv_ksplit=0, token_loads=0, outliers='auto', sm90_tile='auto')
         >>> jaxint8.KernelOptions(gemm="fast")
         Traceback (most recent call last):
         ...
@@ -89,6 +96,7 @@ class KernelOptions:
     gemv_ksplit: int = 0
     token_loads: int = 0
     outliers: str = "auto"
+    sm90_tile: str = "auto"
 
     def __post_init__(self):
         for name, choices in _CHOICES.items():

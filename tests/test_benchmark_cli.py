@@ -72,6 +72,29 @@ def test_bad_kernel_option_value_names_the_choices():
     assert "argument --kernel-options: KernelOptions: gemm must be one of" in p.stderr
 
 
+@pytest.mark.parametrize("methods,message", [
+    ("jaxint8@gemm=fast", "argument --methods: jaxint8@gemm=fast: KernelOptions: gemm must be one of"),
+    ("jaxint8@tile=coop", "invalid kernel options value: 'tile=coop' (FIELD=VALUE items separated by '/'"),
+    ("bf16@gemm=tiled", "invalid method list value: 'bf16@gemm=tiled'"),
+    ("jaxint8,jaxint8", "each once"),
+])
+def test_bad_method_variant_is_an_argparse_error(methods, message):
+    p = run(BENCH / "layer.py", "--methods", methods, "--layers", "2,4", timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert message in p.stderr and "Traceback" not in p.stderr
+
+
+def test_layer_method_variants_run_side_by_side(tmp_path):
+    out = tmp_path / "variants.json"
+    variant = "jaxint8@outliers=epilogue/sm90_tile=pingpong128x128"
+    p = run(BENCH / "layer.py", "--shapes", "64x128", "--tokens", "4", "--outliers", "3", "--layers", "2,4",
+            "--reps", "1", "--no-plot", "--methods", f"bf16,jaxint8,{variant}", "--out", out,
+            env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row[variant] > 0 and row[variant + "_relerr"] == row["jaxint8_relerr"]  # options: same numbers
+
+
 @pytest.mark.parametrize("args", [
     ["baseline_table", "missing-baseline.json"],
     ["profile_kernels", "--summarize", "missing-ncu.csv"],

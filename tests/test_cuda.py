@@ -52,6 +52,11 @@ KERNEL_PATHS = {
     "outgemm": dict(outliers="gemm"),       # the tensor-core outlier product from one column
     "outepi": dict(outliers="epilogue"),    # the GEMM epilogues for every count
     "tiledgemm": dict(gemm="tiled", outliers="gemm"),
+    "outtc": dict(outliers="tensor_epilogue"),  # the sm90 epilogue's columns on the tensor cores
+    "pp128": dict(sm90_tile="pingpong128x128"),  # each sm90 configuration at every size
+    "pp64": dict(sm90_tile="pingpong64x128"),
+    "pp64n": dict(sm90_tile="pingpong64x64"),
+    "coop": dict(sm90_tile="cooperative128x256"),
 }
 
 
@@ -272,7 +277,8 @@ def make_case(seed):
                      f"{np.dtype(out_dtype).name} thr={threshold} bias={bias.size > 0}")
 
 
-@paths("default", "tiled", "skinny", "mma", "dp4a", "fusedq", "outgemm", "outepi")
+@paths("default", "tiled", "skinny", "mma", "dp4a", "fusedq", "outgemm", "outepi", "outtc",
+       "pp128", "pp64", "pp64n", "coop")
 @pytest.mark.parametrize("block", range(8))
 def test_cuda_matches_cpu_random(block, path):
     n_cases = 240 if path == KO() else 120  # the pinned paths on half as many cases
@@ -341,7 +347,7 @@ OUTLIER_COUNTS = (0, 1, 15, 16, 17, 63, 64, 65, 127, 128, 129, 255, 256, 1000, "
 
 @pytest.mark.parametrize("dtype", [BF16, F16, F32])
 @pytest.mark.parametrize("s,h,o", [(40, 1024, 264), (300, 1024, 136), (5, 1024, 72), (33, 1000, 48)])
-@paths("default", "tiled", "outgemm", "tiledgemm", "outepi")
+@paths("default", "tiled", "outgemm", "tiledgemm", "outepi", "outtc", "pp128", "coop")
 def test_cuda_outlier_counts(dtype, s, h, o, path):
     """Exactly k outlier columns for every k of OUTLIER_COUNTS: CUDA == CPU (the prefill GEMMs
     switch from their epilogue to the tensor-core outlier product above 8 columns; h = 1000 is

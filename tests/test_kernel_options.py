@@ -21,11 +21,11 @@ def _weight(h=64, o=32, seed=0):
 
 def test_defaults_are_automatic():
     o = jaxint8.KernelOptions()
-    assert (o.gemm, o.decode, o.fused_quant, o.gemv_ksplit, o.token_loads, o.outliers) == (
-        ("auto",) * 3 + (0, 0, "auto"))
+    assert (o.gemm, o.decode, o.fused_quant, o.gemv_ksplit, o.token_loads, o.outliers, o.sm90_tile) == (
+        ("auto",) * 3 + (0, 0, "auto", "auto"))
     assert current_kernel_options() == o
     assert {k: int(v) for k, v in o.ffi_attributes().items()} == dict(
-        gemm=0, decode=0, fused_quant=0, outliers=0, gemv_ksplit=0, token_loads=0)
+        gemm=0, decode=0, fused_quant=0, outliers=0, sm90_tile=0, gemv_ksplit=0, token_loads=0)
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -35,7 +35,8 @@ def test_defaults_are_automatic():
     ("gemv_ksplit", 3, r"gemv_ksplit must be one of 0, 1, 2, 4 \(0 = automatic\); got 3"),
     ("token_loads", 8, "token_loads must be one of 0, 4, 6"),
     ("token_loads", True, "token_loads must be one of 0, 4, 6"),
-    ("outliers", "tensor", "outliers must be one of 'auto', 'epilogue', 'gemm'"),
+    ("outliers", "tensor", "outliers must be one of 'auto', 'epilogue', 'gemm', 'tensor_epilogue'"),
+    ("sm90_tile", "coop", "sm90_tile must be one of 'auto', 'pingpong64x64', .*'cooperative128x256'"),
 ])
 def test_invalid_values_name_the_field(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -44,9 +45,9 @@ def test_invalid_values_name_the_field(field, value, match):
 
 def test_codes_follow_the_choices():
     o = jaxint8.KernelOptions(gemm="sm90", decode="mma", fused_quant="never", gemv_ksplit=4,
-                              token_loads=6, outliers="gemm")
+                              token_loads=6, outliers="tensor_epilogue", sm90_tile="cooperative128x256")
     assert {k: int(v) for k, v in o.ffi_attributes().items()} == dict(
-        gemm=3, decode=3, fused_quant=2, outliers=2, gemv_ksplit=4, token_loads=6)
+        gemm=3, decode=3, fused_quant=2, outliers=3, sm90_tile=4, gemv_ksplit=4, token_loads=6)
     assert all(v.dtype == np.int32 for v in o.ffi_attributes().values())
 
 

@@ -22,15 +22,17 @@
 //        otherwise                                     mma skinny kernel (gemm_skinny.cu; any shape)
 //                                                      [decode: "mma"]
 //        a grouped call launches all its weights at once
-//   5  sm_90 device with the sm90 library,            CUTLASS wgmma kernel (sm90/gemm_sm90.cu):
-//      n % 8 == 0, aligned (int8_gemm_sm90_supported)
+//   5  sm_90 device with the sm90 library,            CUTLASS wgmma kernel (sm90/gemm_sm90.cu)
+//      n % 8 == 0, aligned (int8_gemm_sm90_supported)  [sm90_tile: any of the four below]
 //        m <= 512, 2 * tiles(64x128) <= SMs            ping-pong 64x64 (narrow outputs)
 //        m <= 512                                      ping-pong 64x128
 //        m > 512, tiles(128x256) < 2 * SMs             ping-pong 128x128
 //        m > 512                                       cooperative 128x256, cluster 2x1
 //   6  otherwise (aligned)                            tiled mma.sync kernel (gemm_sm80.cu)
 //  Outlier columns of the rows 5-6 GEMMs (count c, read on the device) [outliers: "epilogue" | "gemm"]
-//   7  c <= 8                                          the GEMM epilogue adds them
+//   7  c <= 8                                          the GEMM epilogue adds them (CUDA cores, CPU
+//                                                      order; ["tensor_epilogue"]: sm90 on the
+//                                                      tensor cores)
 //      c > 8                                           tensor-core outlier product before the GEMM
 //                                                      (outlier_product.cu), the epilogue adds it
 //   (decode GEMMs, row 4: their epilogue, any count; the one-token GEMV of row 1: c <= 8 its
@@ -139,7 +141,14 @@ bool use_gemv(const Int8GemmParams* ps, int count, const KernelOptions& o) {
 
 #ifdef JAXINT8_WITH_SM90
 // Row 5: the CUTLASS configuration.
-Sm90Tile choose_sm90_tile(const Int8GemmParams& p, int num_sms) {
+Sm90Tile choose_sm90_tile(const Int8GemmParams& p, const KernelOptions& o, int num_sms) {
+  switch (o.sm90_tile_choice()) {
+    case Sm90TileChoice::kPingpong64x64: return Sm90Tile::kPingpong64x64;
+    case Sm90TileChoice::kPingpong64x128: return Sm90Tile::kPingpong64x128;
+    case Sm90TileChoice::kPingpong128x128: return Sm90Tile::kPingpong128x128;
+    case Sm90TileChoice::kCooperative128x256: return Sm90Tile::kCooperative128x256;
+    case Sm90TileChoice::kAuto: break;
+  }
   const int64_t pp_tiles = ((p.m + 63) / 64) * ((p.n + 127) / 128);
   const int64_t coop_tiles = ((p.m + 127) / 128) * ((p.n + 255) / 256);
   if (p.m <= kSm90PingpongMaxM) return 2 * pp_tiles <= num_sms ? Sm90Tile::kPingpong64x64 : Sm90Tile::kPingpong64x128;
@@ -165,6 +174,7 @@ OutlierProductBuffers attach_workspace(Int8GemmParams& p, const MatmulCall& call
   p.workspace = call.workspace;
   p.workspace_bytes = call.workspace_bytes;
   const OutliersChoice choice = o.outliers_choice();
+  p.outlier_mode = choice == OutliersChoice::kTensorEpilogue ? 1 : 0;
   if (choice == OutliersChoice::kEpilogue || p.outlier_count == nullptr || p.m <= kDecodeMaxTokens) return {};
   const size_t bytes = outlier_product_workspace_bytes(p.m, p.n, p.k, p.x_type);
   if (call.workspace == nullptr || call.workspace_bytes < bytes) return {};
@@ -194,7 +204,7 @@ cudaError_t launch_gemm(const Int8GemmParams& p, const KernelOptions& o, const D
   switch (choose_gemm(p, o, dev)) {
     case GemmPath::kDecode: return launch_decode(&p, 1, o, dev, stream, pdl);
 #ifdef JAXINT8_WITH_SM90
-    case GemmPath::kSm90: return launch_int8_gemm_sm90(p, choose_sm90_tile(p, dev.num_sms), dev.num_sms, stream);
+    case GemmPath::kSm90: return launch_int8_gemm_sm90(p, choose_sm90_tile(p, o, dev.num_sms), dev.num_sms, stream);
 #endif
     default: return launch_int8_gemm_tiled(p, stream);
   }

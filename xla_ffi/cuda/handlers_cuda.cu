@@ -24,7 +24,8 @@ XLA_FFI_REGISTER_STRUCT_ATTR_DECODING(jaxint8::cuda::KernelOptions,
                                       ::xla::ffi::StructMember<int32_t>("fused_quant"),
                                       ::xla::ffi::StructMember<int32_t>("gemv_ksplit"),
                                       ::xla::ffi::StructMember<int32_t>("token_loads"),
-                                      ::xla::ffi::StructMember<int32_t>("outliers"));
+                                      ::xla::ffi::StructMember<int32_t>("outliers"),
+                                      ::xla::ffi::StructMember<int32_t>("sm90_tile"));
 
 namespace jaxint8::cuda {
 namespace {

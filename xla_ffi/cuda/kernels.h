@@ -39,6 +39,9 @@ struct Int8GemmParams {
   // computed before by launch_outlier_product; otherwise (or when null) the epilogue computes it.
   const float* outlier_partial = nullptr;
   int partial_min_count = 0;
+  // sm90 epilogue, outlier columns it adds itself: 0 = CUDA cores in the CPU handler's order,
+  // 1 = tensor cores (mma.sync TF32, x split in three terms; sm90/gemm_sm90_impl.cuh).
+  int outlier_mode = 0;
 };
 
 // Compact outlier operands of one GEMM (the sm90 path's workspace layout), written by a gather

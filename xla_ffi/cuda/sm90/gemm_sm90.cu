@@ -102,7 +102,7 @@ size_t int8_gemm_sm90_workspace_bytes(int64_t m, int64_t n, int64_t k) {
 
 OutlierStaging int8_gemm_sm90_outlier_staging(const Int8GemmParams& p) {
   if (!int8_gemm_sm90_supported(p)) return {};
-  return sm90::workspace_staging(p, kInt8GemmSm90OutlierMode);
+  return sm90::workspace_staging(p, p.outlier_mode);
 }
 
 cudaError_t launch_int8_gemm_sm90(const Int8GemmParams& p, Sm90Tile tile, int num_sms, cudaStream_t stream) {
@@ -121,11 +121,11 @@ cudaError_t launch_int8_gemm_sm90(const Int8GemmParams& p, Sm90Tile tile, int nu
   a.outlier_idx = p.outlier_idx;
   a.outlier_count = p.outlier_count;
   a.y = p.y;
-  a.outlier_mode = kInt8GemmSm90OutlierMode;
+  a.outlier_mode = p.outlier_mode;
   a.outlier_partial = p.outlier_partial;
   a.partial_min_count = p.partial_min_count;
   a.sm_count = num_sms;
-  const OutlierStaging st = sm90::workspace_staging(p, kInt8GemmSm90OutlierMode);
+  const OutlierStaging st = sm90::workspace_staging(p, p.outlier_mode);
   a.ld = st.ld;
   a.xo = st.xo;
   a.wo = st.wo;

@@ -43,14 +43,11 @@ enum class Sm90Tile {
   kPingpong64x64,
 };
 
-// How the epilogue computes the outlier term: 0 = CUDA cores in the CPU handler's exact operation
+// How the epilogue computes the outlier columns it adds itself (Int8GemmParams::outlier_mode, set
+// by the dispatch from KernelOptions.outliers): 0 = CUDA cores in the CPU handler's exact operation
 // order (bit-identical to the CPU FFI handler), 1 = tensor cores (mma.sync TF32 with a 3-term split
-// of x; the outlier term differs from the CPU order by <= ~2e-6 of sum_t |x_t w_t|, so elements where
-// terms cancel can differ by more than 1e-6 *relative*). Mode 1 is 10-17% faster on the
-// cooperative (m > 512) kernel with 6 outlier columns (H100: 4096x20480x5120 771 vs 857 us).
-// Default 0 so that CUDA == CPU holds bit for bit; switch to 1 once tests compare with a
-// magnitude-based tolerance. See gemm_sm90_impl.cuh.
-inline constexpr int kInt8GemmSm90OutlierMode = 0;
+// of x, then one multiply by scale / 127; within the outlier-order bound of docs/kernels.md).
+// See gemm_sm90_impl.cuh.
 
 // Where launch_int8_gemm_sm90(p) stages p's outlier operands (in p.workspace; ld = 0: it does not
 // stage them). A caller that writes them there itself (the fused prefill quantization kernel)
