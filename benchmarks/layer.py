@@ -113,7 +113,7 @@ THRESHOLD = 6.0             # the outlier threshold of jaxint8, jnp_llm_int8 and
 CLIP = 5.5                  # |x| bound of the non-outlier entries (below THRESHOLD: k is exact)
 OUTLIER_CAPACITY = 32       # jnp_llm_int8's fixed number of decomposed columns
 KERNEL_OPTION_FIELDS = {"gemm": str, "decode": str, "fused_quant": str, "gemv_ksplit": int, "token_loads": int,
-                        "outliers": str, "sm90_tile": str}
+                        "outliers": str, "sm90_tile": str, "route": str}
 VARIANT_BASES = ("jaxint8", "jaxint8_t0")  # methods that take per-method kernel options (METHOD@...)
 QUANT_KERNELS = ("column_absmax", "quantize_rows", "quantize_fused", "memset", "Memset")
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
@@ -719,7 +719,8 @@ def plot(rows, path, title=None):
 def fmt_layers_table(rows, methods):
     """One line per (shape, tokens, k, method): wall and slope per layer, speed-ups vs bf16, and
     the weight stream: bytes / wall time per layer, and that rate as a share of ``read``'s."""
-    hdr = (f"{'shape':>13} {'tok':>5} {'k':>6} {'method':>12} {'wall us':>9} {'wall x':>7} "
+    mw = max([12] + [len(m) for m in methods])
+    hdr = (f"{'shape':>13} {'tok':>5} {'k':>6} {'method':>{mw}} {'wall us':>9} {'wall x':>7} "
            f"{'slope us':>9} {'slope x':>8} {'w TB/s':>7} {'% read':>7} {'rel err':>9}")
     lines = [hdr]
     for r in rows:
@@ -731,7 +732,7 @@ def fmt_layers_table(rows, methods):
             rate = weight_bytes(m, r["h"], r["o"]) / r[m] / 1e12 if r[m] > 0 else 0.0
             share = (f"{100 * r['read'] / r[m] * weight_bytes(m, 1, 1):.0f}"
                      if "read" in r and r[m] > 0 else "-")
-            lines.append(f"{r['h']:>6}->{r['o']:<6} {r['s']:>5} {r['k']:>6} {m:>12} {r[m] * 1e6:>9.1f} {x(''):>7} "
+            lines.append(f"{r['h']:>6}->{r['o']:<6} {r['s']:>5} {r['k']:>6} {m:>{mw}} {r[m] * 1e6:>9.1f} {x(''):>7} "
                          f"{r[m + '_slope'] * 1e6:>9.1f} {x('_slope'):>8} {rate:>7.2f} {share:>7} "
                          f"{r[m + '_relerr']:>9.2e}")
     return "\n".join(lines)

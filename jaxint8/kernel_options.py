@@ -4,7 +4,8 @@ Every field defaults to ``"auto"`` (or 0): the shape-based choice made by the CU
 (``xla_ffi/cuda/dispatch.cu``, whose header comment is the decision table). The options exist so
 that tests and benchmarks can pin one kernel path in one process; only the automatic choice is
 tuned. They never change results beyond what ``docs/kernels.md`` states about numerics (every path
-matches the CPU handlers), and they are ignored on CPU.
+matches the CPU handlers), and they are ignored on CPU, except ``route="xla"``, which replaces the
+custom calls by ``jax.numpy`` everywhere.
 
 Options reach the kernels as attributes of the custom call, so they are fixed when a function is
 traced. Pass them per call (``llm_int8_matmul(..., options=KernelOptions(gemm="tiled"))``) or set
@@ -41,6 +42,8 @@ _CHOICES = {
     "outliers": ("auto", "epilogue", "gemm", "tensor_epilogue"),
     "sm90_tile": ("auto", "pingpong64x64", "pingpong64x128", "pingpong128x128", "cooperative128x256"),
 }
+# Decided in Python (which ops are traced), not passed to the handlers.
+_ROUTE_CHOICES = ("auto", "kernels", "xla")
 _INT_CHOICES = {
     "gemv_ksplit": (0, 1, 2, 4),
     "token_loads": (0, 4, 6),
@@ -49,7 +52,7 @@ _INT_CHOICES = {
 
 @dataclasses.dataclass(frozen=True)
 class KernelOptions:
-    """Kernel choices of the CUDA handlers (ignored on CPU).
+    """Kernel choices of the CUDA handlers (ignored on CPU, except ``route="xla"``).
 
     Attributes:
       gemm: ``"auto"``, or force a GEMM path where the shape supports it: ``"skinny"`` (the
@@ -78,12 +81,16 @@ class KernelOptions:
       sm90_tile: ``"auto"``, or the Hopper CUTLASS configuration (tile m x n, schedule):
         ``"pingpong64x64"``, ``"pingpong64x128"``, ``"pingpong128x128"`` or
         ``"cooperative128x256"``.
+      route: ``"auto"``, ``"kernels"`` (jaxint8's custom calls, chosen among by the fields
+        above) or ``"xla"`` (:mod:`jaxint8.xla_route`: the matmul in ``jax.numpy`` on XLA's own
+        int8 dot, the outlier columns as int8 digit rows of the same dot; on every platform).
+        ``"auto"`` is :func:`jaxint8.xla_route.chosen`'s rule.
 
     Example::
 
         >>> import jaxint8
         >>> jaxint8.KernelOptions(gemm="tiled")
-        KernelOptions(gemm='tiled', decode='auto', fused_quant='auto', gemv_ksplit=0, token_loads=0, outliers='auto', sm90_tile='auto')
+        KernelOptions(gemm='tiled', decode='auto', fused_quant='auto', gemv_ksplit=0, token_loads=0, outliers='auto', sm90_tile='auto', route='auto')
         >>> jaxint8.KernelOptions(gemm="fast")
         Traceback (most recent call last):
         ...
@@ -97,8 +104,12 @@ class KernelOptions:
     token_loads: int = 0
     outliers: str = "auto"
     sm90_tile: str = "auto"
+    route: str = "auto"
 
     def __post_init__(self):
+        if self.route not in _ROUTE_CHOICES:
+            raise ValueError(f"KernelOptions: route must be one of "
+                             f"{', '.join(repr(c) for c in _ROUTE_CHOICES)}; got {self.route!r}")
         for name, choices in _CHOICES.items():
             value = getattr(self, name)
             if value not in choices:

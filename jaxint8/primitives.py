@@ -20,7 +20,9 @@ lowering for CPU and CUDA, and a batching rule. ``options`` (a :class:`jaxint8.K
 reaches the CUDA handlers as a dictionary attribute; the matmul targets on CUDA also get an
 extra result buffer, the Hopper GEMM's workspace (compact outlier operands), so that XLA owns
 and accounts that memory. Leading dimensions are independent problems for the
-kernels (each with its own outlier set), so ``vmap`` maps onto them directly. Without CUDA handlers
+kernels (each with its own outlier set), so ``vmap`` maps onto them directly. The two fused
+targets lower to :mod:`jaxint8.xla_route` (jnp on XLA's int8 dot) instead of the custom call where
+``KernelOptions.route`` selects it (:func:`jaxint8.xla_route.chosen`). Without CUDA handlers
 in the build, CUDA lowers to :mod:`jaxint8.reference` and warns once (never silently).
 
 Most users want :func:`jaxint8.llm_int8_matmul` instead.
@@ -37,7 +39,7 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 
-from jaxint8 import _ffi, reference
+from jaxint8 import _ffi, reference, xla_route
 from jaxint8.kernel_options import KernelOptions, resolve_kernel_options
 
 __all__ = [
@@ -183,6 +185,22 @@ def _llm_int8_matmul_ref(x, qweight, scale, bias, *, threshold, out_dtype, optio
                             out_dtype=out_dtype)
 
 
+def _llm_int8_matmul_xla(x, qweight, scale, bias, *, threshold, out_dtype, options=None):
+    return _llm_int8_matmul_group_xla(x, qweight, scale, bias, threshold=threshold,
+                                      out_dtype=out_dtype)[0]
+
+
+def _llm_int8_matmul_group_xla(x, *weights, threshold, out_dtype, options=None):
+    """:mod:`jaxint8.xla_route` on ``x [..., s, h]`` (leading dims: independent problems)."""
+    triples = [(q, s, b if b.shape[0] else None)
+               for q, s, b in _group_triples(weights, "llm_int8_matmul_group")]
+    fn = functools.partial(xla_route.forward_group, weights=triples, threshold=threshold,
+                           out_dtype=out_dtype)
+    for _ in x.shape[:-2]:
+        fn = jax.vmap(fn)
+    return tuple(fn(x))
+
+
 def _llm_int8_matmul_group_ref(x, *weights, threshold, out_dtype, options=None):
     xq, row_scale, idx, count = reference.quantize_rows(x, reference.column_absmax(x), threshold)
     return tuple(_int8_matmul_ref(xq, row_scale, x, idx, count, *w, out_dtype=out_dtype)
@@ -294,23 +312,42 @@ def _jitted(prim, params):
     return jax.jit(functools.partial(prim.bind, **dict(params)))
 
 
+def _routed(rule, xla_fn, multiple_results, platform):
+    """``rule``, or :mod:`jaxint8.xla_route`'s jnp graph (``xla_fn``) where
+    :func:`jaxint8.xla_route.chosen` picks it for the call's options, shape and platform."""
+    if xla_fn is None:
+        return rule
+    xla_rule = mlir.lower_fun(xla_fn, multiple_results=multiple_results)
+
+    def routed(ctx, *args, **params):
+        if xla_route.chosen(params["options"], ctx.avals_in[0].shape, platform):
+            return xla_rule(ctx, *args, **params)
+        return rule(ctx, *args, **params)
+
+    return routed
+
+
 def _define(name, abstract, ref_fn, attrs, multiple_results=False, cpu_results=None,
-            cuda_attrs=None, cuda_results=None):
+            cuda_attrs=None, cuda_results=None, xla_fn=None):
     """The primitive ``name`` lowered to the FFI target of the same name.
 
     ``attrs``/``cpu_results``: the CPU handler's attributes and result layout (see
     :func:`_ffi_rule`); ``cuda_attrs``/``cuda_results``: the CUDA handler's (default: the CPU's).
+    ``xla_fn``: the same op on XLA's int8 dot (:mod:`jaxint8.xla_route`), lowered instead of the
+    custom call where ``KernelOptions.route`` selects it.
     """
     prim = Primitive(name)
     prim.multiple_results = multiple_results
     prim.def_abstract_eval(abstract)
     prim.def_impl(functools.partial(_impl, prim))
-    mlir.register_lowering(prim, _ffi_rule(name, attrs, cpu_results), platform="cpu")
+    cpu_rule = _ffi_rule(name, attrs, cpu_results)
+    mlir.register_lowering(prim, _routed(cpu_rule, xla_fn, multiple_results, "cpu"), platform="cpu")
     if name in _ffi.CUDA_TARGETS:
         cuda_rule = _ffi_rule(name, cuda_attrs or attrs, cuda_results or cpu_results)
-        mlir.register_lowering(prim, cuda_rule, platform="cuda")
     else:
-        mlir.register_lowering(prim, _reference_rule(ref_fn, multiple_results), platform="cuda")
+        cuda_rule = _reference_rule(ref_fn, multiple_results)
+    mlir.register_lowering(prim, _routed(cuda_rule, xla_fn, multiple_results, "cuda"),
+                           platform="cuda")
     return prim
 
 
@@ -345,13 +382,15 @@ llm_int8_matmul_p = _define("jaxint8_llm_int8_matmul", _llm_int8_matmul_abstract
                             _llm_int8_matmul_ref, _THRESHOLD,
                             cpu_results=_hidden_after(_fused_hidden),
                             cuda_attrs=_THRESHOLD | _OPTIONS,
-                            cuda_results=_hidden_after(_fused_hidden_cuda))
+                            cuda_results=_hidden_after(_fused_hidden_cuda),
+                            xla_fn=_llm_int8_matmul_xla)
 # The handler's fixed results (the intermediates) precede its variadic ones (one y per weight).
 llm_int8_matmul_group_p = _define("jaxint8_llm_int8_matmul_group", _llm_int8_matmul_group_abstract,
                                   _llm_int8_matmul_group_ref, _THRESHOLD, multiple_results=True,
                                   cpu_results=_hidden_before(_fused_hidden),
                                   cuda_attrs=_THRESHOLD | _OPTIONS,
-                                  cuda_results=_hidden_before(_fused_hidden_cuda))
+                                  cuda_results=_hidden_before(_fused_hidden_cuda),
+                                  xla_fn=_llm_int8_matmul_group_xla)
 
 
 # ----------------------------------------------------------------------------- batching

@@ -37,9 +37,11 @@ __all__ = [
     "quantize_weight",
     "quantize_weight_out_in",
     "dequantize_weight",
+    "dequantize_acc",
     "column_absmax",
     "outlier_mask",
     "quantize_rows",
+    "quantize_inliers",
     "int8_matmul",
     "llm_int8_matmul",
     "absmax_tensorwise_matmul",
@@ -99,6 +101,12 @@ def quantize_weight_out_in(w):
     return _quantize(w, _multiplier(scale)[:, None]), scale
 
 
+def dequantize_acc(acc, row_scale, scale):
+    """The int8 GEMM's float32 result: ``acc * (row_scale * scale * (1 / 16129))``, in that order
+    (``acc [..., s, o]`` int32, ``row_scale [..., s]``, ``scale [o]``)."""
+    return acc.astype(jnp.float32) * ((row_scale[..., :, None] * scale) * _INV_RANGE_SQ)
+
+
 def dequantize_weight(qweight, scale, dtype=jnp.float32):
     """``W_deq [out, in] = qweight * scale / 127`` (the layout of ``qweight``)."""
     return (qweight.astype(jnp.float32) * (scale / QUANT_RANGE)[:, None]).astype(dtype)
@@ -125,10 +133,7 @@ def quantize_rows(x, col_amax, threshold):
     -1), ``outlier_count`` int32 ``[...]``.
     """
     mask = outlier_mask(col_amax, threshold)
-    xf = x.astype(jnp.float32)
-    kept = jnp.where(mask[..., None, :], 0.0, xf)
-    row_scale = _absmax(kept, axis=-1)
-    xq = jnp.where(mask[..., None, :], 0, _quantize(kept, _multiplier(row_scale)[..., None]))
+    xq, row_scale = quantize_inliers(x, mask)
     h = x.shape[-1]
     count = jnp.sum(mask, axis=-1, dtype=jnp.int32)
     # Stable argsort of "not outlier" puts outlier columns first, in ascending order.
@@ -136,6 +141,15 @@ def quantize_rows(x, col_amax, threshold):
     pos = jnp.arange(h, dtype=jnp.int32)
     idx = jnp.where(pos < count[..., None], order, -1)
     return xq.astype(jnp.int8), row_scale, idx, count
+
+
+def quantize_inliers(x, mask):
+    """``(xq, row_scale)`` of :func:`quantize_rows` given the outlier column ``mask [..., h]``:
+    int8 ``x`` with the masked columns zeroed, float32 row scales over the other columns."""
+    kept = jnp.where(mask[..., None, :], 0.0, x.astype(jnp.float32))
+    row_scale = _absmax(kept, axis=-1)
+    xq = jnp.where(mask[..., None, :], 0, _quantize(kept, _multiplier(row_scale)[..., None]))
+    return xq.astype(jnp.int8), row_scale
 
 
 def _mask_from_idx(idx, count, h):
@@ -154,7 +168,7 @@ def int8_matmul(xq, row_scale, x, outlier_idx, outlier_count, qweight, scale, bi
     out_dtype = x.dtype if out_dtype is None else out_dtype
     acc = lax.dot_general(xq, qweight, (((xq.ndim - 1,), (1,)), ((), ())),
                           preferred_element_type=jnp.int32)
-    y = acc.astype(jnp.float32) * ((row_scale[..., :, None] * scale) * _INV_RANGE_SQ)
+    y = dequantize_acc(acc, row_scale, scale)
     mask = _mask_from_idx(outlier_idx, outlier_count, x.shape[-1])
     x_out = jnp.where(mask[..., None, :], x.astype(jnp.float32), 0.0)
     w_deq = dequantize_weight(qweight, scale)
