@@ -54,7 +54,7 @@ $PY -c "import jaxint8, jax; print('jaxint8 from', jaxint8.__file__, 'cuda', jax
 
 if has test; then
   log="$OUT/test-cuda.log"
-  $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -s ${TEST_K:+-k "$TEST_K"} >"$log" 2>&1
+  $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_xla_route.py -s ${TEST_K:+-k "$TEST_K"} >"$log" 2>&1
   rc=$?
   summary+=("tests (all kernel paths): $(tail -1 "$log")")
   [ $rc -ne 0 ] && { status=1; grep -E "^(FAILED|E )" "$log" | head -20; }

@@ -346,7 +346,8 @@ OUTLIER_COUNTS = (0, 1, 15, 16, 17, 63, 64, 65, 127, 128, 129, 255, 256, 1000, "
 
 
 @pytest.mark.parametrize("dtype", [BF16, F16, F32])
-@pytest.mark.parametrize("s,h,o", [(40, 1024, 264), (300, 1024, 136), (5, 1024, 72), (33, 1000, 48)])
+@pytest.mark.parametrize("s,h,o", [(40, 1024, 264), (300, 1024, 136), (5, 1024, 72), (33, 1000, 48),
+                                   (1, 1024, 72)])
 @paths("default", "tiled", "outgemm", "tiledgemm", "outepi", "outtc", "pp128", "coop")
 def test_cuda_outlier_counts(dtype, s, h, o, path):
     """Exactly k outlier columns for every k of OUTLIER_COUNTS: CUDA == CPU (the prefill GEMMs

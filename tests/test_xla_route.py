@@ -1,6 +1,7 @@
 """KernelOptions(route="xla"): LLM.int8() on XLA's int8 dot with the outlier columns as int8
-digit rows (jaxint8/xla_route.py), against the reference and the CPU handlers (the same
-numbers on a GPU: tests/test_cuda.py::test_cuda_xla_route)."""
+digit rows (jaxint8/xla_route.py), against the reference and the kernels. On a GPU machine the
+same tests run on the GPU against the CUDA kernels (benchmarks/gpu_check.sh runs this file with
+tests/test_cuda.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +47,7 @@ def outlier_bound(x, qweight, scale, threshold):
         * (np.abs(w_deq) @ mask.astype(np.float64))[None, :]
     # The epilogue's few roundings (some may be fused into FMAs) scale with every term's size.
     total = np.abs(xf) @ np.abs(w_deq).T
-    return (c + 4) * 2.0**-24 * mag + 4 * 2.0**-24 * total + dropped, c
+    return (c + 4) * 2.0**-24 * mag + 4 * 2.0**-24 * total + dropped, c, mag
 
 
 def test_digits_reconstruct():
@@ -91,11 +92,14 @@ def test_xla_route_outlier_counts(dtype, s, h, o):
                                                    out_dtype=jnp.float32), np.float64)
         cpu = np.asarray(jaxint8.llm_int8_matmul(x, wq, bias, out_dtype=jnp.float32,
                                                  options=KERNELS), np.float64)
-        bound, c = outlier_bound(x, wq.qweight, wq.scale, 6.0)
+        bound, c, mag = outlier_bound(x, wq.qweight, wq.scale, 6.0)
         assert c == k
         tol = bound + 2 * 2.0**-24 * np.abs(np.asarray(bias))[None, :]
-        for name, other in (("reference", ref), ("cpu", cpu)):
-            bad = np.abs(got - other) > tol + 2.0**-24 * np.abs(other)
+        # The kernels' own bound against the CPU order (docs/kernels.md): the CUDA kernels sum
+        # many outlier columns in their own order (on CPU the handlers keep the reference's).
+        kernel_tol = (c + 2) * 2.0**-21 * mag if jax.default_backend() != "cpu" else 0.0
+        for name, other, extra in (("reference", ref, 0.0), ("kernels", cpu, kernel_tol)):
+            bad = np.abs(got - other) > tol + extra + 2.0**-24 * np.abs(other)
             assert not bad.any(), (f"k={k} {name}: {bad.sum()} outputs, max diff "
                                    f"{np.max(np.abs(got - other))}")
     # Threshold 0: the same int32 sums and scales; XLA may fuse the dequantization's multiply
