@@ -142,16 +142,20 @@ def layer_results(rows: list[dict]) -> list[dict]:
         row = {"in": r["h"], "out": r["o"], "tokens": r["s"]}
         if "k" in r:  # layer.py --outliers: the planted outlier count
             row["outliers"] = r["k"]
-        for m in METHODS:
+        # The known methods, then layer.py's kernel-option variants (jaxint8@FIELD=VALUE) and
+        # the weight-read roofline, in the row's order.
+        methods = list(METHODS) + [m for m in r if ("@" in m or m == "read") and not m.endswith(
+            ("_slope", "_t", "_relerr"))]
+        for m in methods:
             if m in r:
                 row[f"{m}_us"] = round(r[m] * 1e6, 1)
             if f"{m}_slope" in r:  # layer.py --layers: (t(L2) - t(L1)) / (L2 - L1)
                 row[f"{m}_slope_us"] = round(r[f"{m}_slope"] * 1e6, 1)
-        for m in METHODS[1:]:
+        for m in methods[1:]:
             if m in r and "bf16" in r:
                 row[f"{m}_ratio"] = round(r["bf16"] / r[m], 2)
-        for m in METHODS[1:]:
-            if f"{m}_relerr" in r:
+        for m in methods[1:]:
+            if f"{m}_relerr" in r and r[f"{m}_relerr"] == r[f"{m}_relerr"]:  # not NaN (read)
                 row[f"{m}_err"] = float(f"{r[f'{m}_relerr']:.3g}")
         for k in ("quant", "gemm"):
             if k in r:
