@@ -4,8 +4,8 @@ Every field defaults to ``"auto"`` (or 0): the shape-based choice made by the CU
 (``xla_ffi/cuda/dispatch.cu``, whose header comment is the decision table). The options exist so
 that tests and benchmarks can pin one kernel path in one process; only the automatic choice is
 tuned. They never change results beyond what ``docs/kernels.md`` states about numerics (every path
-matches the CPU handlers), and they are ignored on CPU, except ``route="xla"``, which replaces the
-custom calls by ``jax.numpy`` everywhere.
+matches the CPU handlers), and they are ignored on CPU, except ``route``, whose ``"xla"`` (and
+``"by_count"``) replace the custom calls by ``jax.numpy`` everywhere.
 
 Options reach the kernels as attributes of the custom call, so they are fixed when a function is
 traced. Pass them per call (``llm_int8_matmul(..., options=KernelOptions(gemm="tiled"))``) or set
@@ -43,7 +43,7 @@ _CHOICES = {
     "sm90_tile": ("auto", "pingpong64x64", "pingpong64x128", "pingpong128x128", "cooperative128x256"),
 }
 # Decided in Python (which ops are traced), not passed to the handlers.
-_ROUTE_CHOICES = ("auto", "kernels", "xla")
+_ROUTE_CHOICES = ("auto", "kernels", "xla", "by_count")
 _INT_CHOICES = {
     "gemv_ksplit": (0, 1, 2, 4),
     "token_loads": (0, 4, 6),
@@ -52,7 +52,7 @@ _INT_CHOICES = {
 
 @dataclasses.dataclass(frozen=True)
 class KernelOptions:
-    """Kernel choices of the CUDA handlers (ignored on CPU, except ``route="xla"``).
+    """Kernel choices of the CUDA handlers (ignored on CPU, except ``route``).
 
     Attributes:
       gemm: ``"auto"``, or force a GEMM path where the shape supports it: ``"skinny"`` (the
@@ -82,9 +82,11 @@ class KernelOptions:
         ``"pingpong64x64"``, ``"pingpong64x128"``, ``"pingpong128x128"`` or
         ``"cooperative128x256"``.
       route: ``"auto"``, ``"kernels"`` (jaxint8's custom calls, chosen among by the fields
-        above) or ``"xla"`` (:mod:`jaxint8.xla_route`: the matmul in ``jax.numpy`` on XLA's own
-        int8 dot, the outlier columns as int8 digit rows of the same dot; on every platform).
-        ``"auto"`` is :func:`jaxint8.xla_route.chosen`'s rule.
+        above), ``"xla"`` (:mod:`jaxint8.xla_route`: the matmul in ``jax.numpy`` on XLA's own
+        int8 dot, the outlier columns as int8 digit rows of the same dot; on every platform) or
+        ``"by_count"`` (per call on the device, by ``lax.cond`` on the outlier count: the
+        kernels up to 8 outlier columns, where their epilogue is cheap, ``"xla"`` above).
+        ``"auto"`` is :func:`jaxint8.xla_route.route_of`'s rule.
 
     Example::
 

@@ -22,7 +22,7 @@ extra result buffer, the Hopper GEMM's workspace (compact outlier operands), so 
 and accounts that memory. Leading dimensions are independent problems for the
 kernels (each with its own outlier set), so ``vmap`` maps onto them directly. The two fused
 targets lower to :mod:`jaxint8.xla_route` (jnp on XLA's int8 dot) instead of the custom call where
-``KernelOptions.route`` selects it (:func:`jaxint8.xla_route.chosen`). Without CUDA handlers
+``KernelOptions.route`` selects it (:func:`jaxint8.xla_route.route_of`). Without CUDA handlers
 in the build, CUDA lowers to :mod:`jaxint8.reference` and warns once (never silently).
 
 Most users want :func:`jaxint8.llm_int8_matmul` instead.
@@ -30,6 +30,7 @@ Most users want :func:`jaxint8.llm_int8_matmul` instead.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 
@@ -313,18 +314,33 @@ def _jitted(prim, params):
 
 
 def _routed(rule, xla_fn, multiple_results, platform):
-    """``rule``, or :mod:`jaxint8.xla_route`'s jnp graph (``xla_fn``) where
-    :func:`jaxint8.xla_route.chosen` picks it for the call's options, shape and platform."""
+    """``rule``, or :mod:`jaxint8.xla_route`'s jnp graph (``xla_fn``), or a ``lax.cond`` between
+    the two on the outlier count, as :func:`jaxint8.xla_route.route_of` decides for the call's
+    options, shape and platform."""
     if xla_fn is None:
         return rule
     xla_rule = mlir.lower_fun(xla_fn, multiple_results=multiple_results)
 
     def routed(ctx, *args, **params):
-        if xla_route.chosen(params["options"], ctx.avals_in[0].shape, platform):
+        route = xla_route.route_of(params["options"], ctx.avals_in[0].shape, platform)
+        if route == "xla":
             return xla_rule(ctx, *args, **params)
+        if route == "by_count":
+            return mlir.lower_fun(functools.partial(_by_count, ctx.primitive, xla_fn),
+                                  multiple_results=multiple_results)(ctx, *args, **params)
         return rule(ctx, *args, **params)
 
     return routed
+
+
+def _by_count(prim, xla_fn, x, *weights, **params):
+    """``KernelOptions(route="by_count")``: the custom call (as ``route="kernels"``) or
+    ``xla_fn``, chosen on the device by the outlier count."""
+    kernel_params = dict(params, options=dataclasses.replace(params["options"], route="kernels"))
+    as_tuple = (lambda out: tuple(out)) if prim.multiple_results else (lambda out: out)
+    return xla_route.by_count(
+        x, lambda v: as_tuple(prim.bind(v, *weights, **kernel_params)),
+        lambda v: as_tuple(xla_fn(v, *weights, **params)), params["threshold"])
 
 
 def _define(name, abstract, ref_fn, attrs, multiple_results=False, cpu_results=None,

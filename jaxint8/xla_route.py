@@ -1,6 +1,6 @@
 """LLM.int8() on XLA's own int8 dot (``KernelOptions(route="xla")``).
 
-What the fused matmul primitives lower to instead of their custom call where :func:`chosen`
+What the fused matmul primitives lower to instead of their custom call where :func:`route_of`
 says so (``jaxint8.primitives``). The whole matmul in ``jax.numpy``, which XLA fuses and
 schedules: quantization as in
 :mod:`jaxint8.reference` (the same int8 values and row scales as the kernels), one
@@ -16,7 +16,7 @@ as ``D · s`` extra rows. The int32 accumulator of digit plane ``t`` is the exac
 over ``t`` by ``scale[j] / 127``. So any number of outlier columns, 0 to ``h``, costs the same:
 ``(D + 1) · s`` rows through a dot that, at decode sizes, is bound by reading the weight once.
 With thousands of tokens the extra rows cost ``D`` times the int8 compute, which is why prefills
-stay on the kernels (:func:`chosen`).
+stay on the kernels (:func:`route_of`).
 
 ``e_i`` makes the row's largest outlier value fit the first digit (``|d_0| ≤ 127``), so
 ``|r| < 2^(e_i − 7D + 7) ≤ 2^(1 − 7D) · max_c |x[i, O]|``. ``D`` = 3 for bfloat16 and float16
@@ -35,17 +35,35 @@ from jax import lax
 
 from jaxint8 import reference
 
-__all__ = ["chosen", "forward_group", "digit_count", "outlier_digits"]
+__all__ = ["route_of", "by_count", "forward_group", "digit_count", "outlier_digits",
+           "KERNEL_MAX_OUTLIERS"]
 
 _DIGIT_BITS = 7
 _MIN_NORMAL_EXP = -126  # float32: the smallest digit step stays a normal number
 
 
-def chosen(options, x_shape, platform: str) -> bool:
-    """Whether the fused matmul primitives lower to this route instead of the custom call:
-    ``options.route == "xla"`` on every platform; ``"auto"`` keeps the kernels."""
+# Up to this many outlier columns the kernels' epilogues sum them cheaply (kOrderedOutliers in
+# xla_ffi/cuda/launch.h); route="by_count" takes this route above it.
+KERNEL_MAX_OUTLIERS = 8
+
+
+def route_of(options, x_shape, platform: str) -> str:
+    """How the fused matmul primitives lower a call on ``x_shape`` for ``platform``: ``"kernels"``
+    (the custom call), ``"xla"`` (this module) or ``"by_count"`` (:func:`by_count`).
+
+    ``options.route`` decides; ``"auto"`` keeps the kernels.
+    """
     del x_shape, platform
-    return options.route == "xla"
+    return "kernels" if options.route == "auto" else options.route
+
+
+def by_count(x, kernels, xla, threshold):
+    """``kernels(x)`` when every problem of ``x [..., s, h]`` has at most
+    :data:`KERNEL_MAX_OUTLIERS` outlier columns, else ``xla(x)``: a ``lax.cond`` on a count
+    computed on the device (no host sync, no recompilation)."""
+    mask = reference.outlier_mask(reference.column_absmax(x), threshold)
+    few = jnp.all(jnp.sum(mask, axis=-1) <= KERNEL_MAX_OUTLIERS)
+    return lax.cond(few, kernels, xla, x)
 
 
 def digit_count(dtype) -> int:

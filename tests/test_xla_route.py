@@ -155,7 +155,7 @@ def test_xla_route_non_finite_rows():
 
 
 def test_route_option_checked():
-    with pytest.raises(ValueError, match="route must be one of 'auto', 'kernels', 'xla'"):
+    with pytest.raises(ValueError, match="route must be one of .auto., .kernels., .xla., .by_count."):
         jaxint8.KernelOptions(route="cublas")
     assert "route" not in jaxint8.KernelOptions(route="xla").ffi_attributes()
 
@@ -177,3 +177,25 @@ def test_xla_route_under_sharding(x_spec, w_spec):
     got = f(put(x, x_spec), put(wq.qweight, w_spec), put(wq.scale, w_spec[:1]))
     want = f(x, wq.qweight, wq.scale)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_by_count_picks_per_call():
+    """route="by_count": the kernels' result up to 8 outlier columns, the XLA route's above, in
+    one compiled function (the count is data)."""
+    r = rng()
+    ws = [jaxint8.quantize_weight(0.02 * r.standard_normal((256, n))) for n in (48, 24)]
+    by_count = jax.jit(lambda x: jaxint8.llm_int8_matmul_group(
+        x, ws, options=jaxint8.KernelOptions(route="by_count")))
+    for k, want_opts in ((0, KERNELS), (8, KERNELS), (9, XLA), (200, XLA)):
+        x = planted(r, 4, 256, k, jnp.bfloat16)
+        want = jaxint8.llm_int8_matmul_group(x, ws, options=want_opts)
+        for got, w in zip(by_count(x), want):
+            np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(w, np.float32),
+                                          err_msg=f"k={k}")
+    assert by_count._cache_size() == 1
+    xs = jnp.stack([planted(r, 4, 256, 3, jnp.float32), planted(r, 4, 256, 30, jnp.float32)])
+    single = jax.vmap(lambda v: jaxint8.llm_int8_matmul(
+        v, ws[0], options=jaxint8.KernelOptions(route="by_count")))(xs)
+    np.testing.assert_allclose(np.asarray(single),
+                               np.asarray(jax.vmap(lambda v: jaxint8.llm_int8_matmul(
+                                   v, ws[0], options=XLA))(xs)), rtol=1e-6, atol=1e-6)
