@@ -35,6 +35,10 @@ Without this module, pass the checks to ``jax.export`` directly::
 
 (the version is then not recorded; ``Int8Weight`` arguments still need ``import jaxint8.export``
 for their pytree serialization).
+
+Functions traced with ``KernelOptions(route="xla")`` (:mod:`jaxint8.xla_route`) contain no
+jaxint8 custom call: plain ``jax.export.export`` takes them, for several platforms at once
+(``platforms=("cpu", "cuda")``), and the artifact runs where jaxint8 is not installed.
 """
 
 from __future__ import annotations

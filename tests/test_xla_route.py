@@ -199,3 +199,17 @@ def test_by_count_picks_per_call():
     np.testing.assert_allclose(np.asarray(single),
                                np.asarray(jax.vmap(lambda v: jaxint8.llm_int8_matmul(
                                    v, ws[0], options=XLA))(xs)), rtol=1e-6, atol=1e-6)
+
+
+def test_xla_route_exports_without_custom_calls():
+    """route="xla" lowers to plain StableHLO: jax.export needs no jaxint8 targets, for CPU and
+    CUDA at once, and the artifact runs without the extension's handlers."""
+    r = rng()
+    wq = jaxint8.quantize_weight(0.02 * r.standard_normal((64, 32)))
+    x = planted(r, 8, 64, 3, jnp.bfloat16)
+    f = jax.jit(lambda x, q, s: jaxint8.llm_int8_matmul(x, jaxint8.Int8Weight(q, s), options=XLA))
+    exported = jax.export.export(f, platforms=("cpu", "cuda"))(x, wq.qweight, wq.scale)
+    assert "stablehlo.custom_call" not in exported.mlir_module()
+    restored = jax.export.deserialize(exported.serialize())
+    np.testing.assert_array_equal(np.asarray(restored.call(x, wq.qweight, wq.scale), np.float32),
+                                  np.asarray(f(x, wq.qweight, wq.scale), np.float32))
