@@ -1,11 +1,10 @@
 """LLM.int8() on XLA's own int8 dot (``KernelOptions(route="xla")``).
 
 What the fused matmul primitives lower to instead of their custom call where :func:`route_of`
-says so (``jaxint8.primitives``). The whole matmul in ``jax.numpy``, which XLA fuses and
-schedules: quantization as in
-:mod:`jaxint8.reference` (the same int8 values and row scales as the kernels), one
-``lax.dot_general`` int8 × int8 → int32 per weight, and the float epilogue. The outlier columns
-enter the *same* int8 dot: their values are split into ``D`` signed 7-bit digits with a
+says so (``jaxint8.primitives``): the whole matmul in ``jax.numpy``, which XLA fuses and
+schedules. Quantization as in :mod:`jaxint8.reference` (the kernels' int8 values and row scales),
+one ``lax.dot_general`` int8 × int8 → int32 per weight, and the float epilogue. The outlier
+columns enter the *same* int8 dot: their values are split into ``D`` signed 7-bit digits with a
 power-of-two step per row,
 
     x[i, c] = Σ_t d_t[i, c] · 2^(e_i − 7t) + r[i, c],   d_t ∈ [−127, 127],
@@ -15,8 +14,8 @@ as ``D · s`` extra rows. The int32 accumulator of digit plane ``t`` is the exac
 ``Σ_c d_t[i, c] · qweight[j, c]``; the epilogue scales it by ``2^(e_i − 7t)`` (exact) and the sum
 over ``t`` by ``scale[j] / 127``. So any number of outlier columns, 0 to ``h``, costs the same:
 ``(D + 1) · s`` rows through a dot that, at decode sizes, is bound by reading the weight once.
-With thousands of tokens the extra rows cost ``D`` times the int8 compute, which is why prefills
-stay on the kernels (:func:`route_of`).
+With thousands of tokens the extra rows cost ``D`` times the int8 compute: this route is for
+decode.
 
 ``e_i`` makes the row's largest outlier value fit the first digit (``|d_0| ≤ 127``), so
 ``|r| < 2^(e_i − 7D + 7) ≤ 2^(1 − 7D) · max_c |x[i, O]|``. ``D`` = 3 for bfloat16 and float16
@@ -24,8 +23,17 @@ inputs and 4 for float32: a value is exact when it is at least ``2^(p − 7D)`` 
 largest outlier value (``p`` its significant bits: 8, 11, 24), i.e. within a factor 2^13
 (bfloat16), 2^10 (float16) or 2^4 (float32). Against the CPU handler's outlier term
 ``Σ_c x · W_deq`` the result differs by the float32 rounding of the epilogue plus
-``2^(1 − 7D) · max_c |x[i, O]| · Σ_c |W_deq[c, j]|`` (docs/design.md). Rows with a non-finite outlier value give NaN rows, as a float matmul would
-give NaN or Inf there.
+``2^(1 − 7D) · max_c |x[i, O]| · Σ_c |W_deq[c, j]|`` (docs/design.md). A row with a non-finite
+outlier value gives a NaN row, as a float matmul would give NaN or Inf there.
+
+Example::
+
+    >>> import jax, jax.numpy as jnp, jaxint8
+    >>> wq = jaxint8.quantize_weight(0.02 * jax.random.normal(jax.random.key(0), (64, 32)))
+    >>> x = jax.random.normal(jax.random.key(1), (2, 64), jnp.bfloat16).at[:, :20].mul(30.0)
+    >>> y = jaxint8.llm_int8_matmul(x, wq, options=jaxint8.KernelOptions(route="xla"))
+    >>> y.shape
+    (2, 32)
 """
 
 from __future__ import annotations

@@ -180,7 +180,8 @@ def test_checkpoint_with_swapped_weight_says_so(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["jaxint8.weights", "jaxint8.flax", "jaxint8.flax.linen",
-                                  "jaxint8.flax.nnx", "jaxint8.flax.convert", "jaxint8.flax.group"])
+                                  "jaxint8.flax.nnx", "jaxint8.flax.convert", "jaxint8.flax.group",
+                                  "jaxint8.xla_route", "jaxint8.kernel_options"])
 def test_docstring_examples(name):
     import doctest
     import importlib
