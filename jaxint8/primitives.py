@@ -313,22 +313,22 @@ def _jitted(prim, params):
     return jax.jit(functools.partial(prim.bind, **dict(params)))
 
 
-def _routed(rule, xla_fn, multiple_results, platform):
+def _routed(prim, rule, xla_fn, platform):
     """``rule``, or :mod:`jaxint8.xla_route`'s jnp graph (``xla_fn``), or a ``lax.cond`` between
     the two on the outlier count, as :func:`jaxint8.xla_route.route_of` decides for the call's
     options, shape and platform."""
     if xla_fn is None:
         return rule
-    xla_rule = mlir.lower_fun(xla_fn, multiple_results=multiple_results)
+    lowered = {
+        "kernels": rule,
+        "xla": mlir.lower_fun(xla_fn, multiple_results=prim.multiple_results),
+        "by_count": mlir.lower_fun(functools.partial(_by_count, prim, xla_fn),
+                                   multiple_results=prim.multiple_results),
+    }
 
     def routed(ctx, *args, **params):
         route = xla_route.route_of(params["options"], ctx.avals_in[0].shape, platform)
-        if route == "xla":
-            return xla_rule(ctx, *args, **params)
-        if route == "by_count":
-            return mlir.lower_fun(functools.partial(_by_count, ctx.primitive, xla_fn),
-                                  multiple_results=multiple_results)(ctx, *args, **params)
-        return rule(ctx, *args, **params)
+        return lowered[route](ctx, *args, **params)
 
     return routed
 
@@ -357,13 +357,12 @@ def _define(name, abstract, ref_fn, attrs, multiple_results=False, cpu_results=N
     prim.def_abstract_eval(abstract)
     prim.def_impl(functools.partial(_impl, prim))
     cpu_rule = _ffi_rule(name, attrs, cpu_results)
-    mlir.register_lowering(prim, _routed(cpu_rule, xla_fn, multiple_results, "cpu"), platform="cpu")
+    mlir.register_lowering(prim, _routed(prim, cpu_rule, xla_fn, "cpu"), platform="cpu")
     if name in _ffi.CUDA_TARGETS:
         cuda_rule = _ffi_rule(name, cuda_attrs or attrs, cuda_results or cpu_results)
     else:
         cuda_rule = _reference_rule(ref_fn, multiple_results)
-    mlir.register_lowering(prim, _routed(cuda_rule, xla_fn, multiple_results, "cuda"),
-                           platform="cuda")
+    mlir.register_lowering(prim, _routed(prim, cuda_rule, xla_fn, "cuda"), platform="cuda")
     return prim
 
 

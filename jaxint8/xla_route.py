@@ -127,6 +127,7 @@ def forward_group(x, weights, *, threshold, out_dtype):
         digits = digit_count(x.dtype)
         planes, exponent, finite = outlier_digits(x, mask, digits)
         rows = jnp.concatenate([xq, planes.reshape(digits * s, h)], axis=0)
+        steps = pow2(exponent[None, :] - _DIGIT_BITS * jnp.arange(digits)[:, None])  # [D, s]
     else:
         digits, rows = 0, xq
     outs = []
@@ -135,8 +136,7 @@ def forward_group(x, weights, *, threshold, out_dtype):
         y = reference.dequantize_acc(acc[:s], row_scale, scale)
         if digits:
             part = acc[s:].reshape(digits, s, -1).astype(jnp.float32)
-            steps = pow2(exponent[None, :] - _DIGIT_BITS * jnp.arange(digits)[:, None])
-            outlier = part[0] * steps[0][:, None]
+            outlier = part[0] * steps[0][:, None]  # largest digit first, one product per term
             for t in range(1, digits):
                 outlier = outlier + part[t] * steps[t][:, None]
             outlier = outlier * (scale / reference.QUANT_RANGE)
