@@ -9,8 +9,8 @@ The numeric rules shared with the C++/CUDA handlers (``xla_ffi/common.h``):
 
 * ``absmax`` propagates NaN; a column whose absmax is NaN counts as an outlier. It is exact for
   subnormal inputs (computed on the bit patterns: XLA's CPU float ops flush subnormals to zero).
-* quantization is ``round_half_even(x * (127 / scale))`` clamped to ±127; a zero scale gives
-  multiplier 0 (no NaN); a non-finite product quantizes to 0.
+* quantization is ``round_half_even(x * (127 / scale))`` clamped to ±127, with the IEEE quotient
+  on every backend; a zero scale gives multiplier 0 (no NaN); a non-finite product quantizes to 0.
 * dequantization is ``acc * (row_scale * col_scale * (1 / 16129))``.
 
 Example::
@@ -74,8 +74,45 @@ def _absmax_jvp(axis, primals, tangents):
     return _absmax(primals[0], axis), tangent
 
 
+def _correctly_rounded_127_over(scale):
+    """``127 / scale`` rounded to nearest even, for normal float32 ``scale > 0``, in integer ops.
+
+    XLA:GPU lowers float32 division to ``div.full.f32``, which is off by one ulp in about a fifth
+    of quotients (openxla/xla#37181); the multiplier would then move int8 values by one level
+    against the kernels, which divide in IEEE. Long division of ``127 · 2^42`` by the 24-bit
+    significand ``m`` (7 quotient bits per step, remainders below ``2^31``) gives a 25-26 bit
+    quotient and a sticky bit, rounded to 24 bits.
+    """
+    bits = lax.bitcast_convert_type(scale, jnp.uint32) & jnp.uint32(0x7FFFFFFF)
+    m = (bits & jnp.uint32(0x7FFFFF)) | jnp.uint32(0x800000)
+    exponent = (bits >> 23).astype(jnp.int32) - 127
+    rem, quo = jnp.full_like(m, 127), jnp.zeros_like(m)
+    for _ in range(6):
+        rem = rem << 7
+        digit = rem // m
+        rem, quo = rem - digit * m, (quo << 7) | digit
+    wide = (quo >> 25).astype(jnp.int32)  # 1: a 26-bit quotient, 0: 25 bits
+    shift = (1 + wide).astype(jnp.uint32)
+    mant = quo >> shift
+    dropped = quo & ((jnp.uint32(1) << shift) - 1)
+    half = jnp.uint32(1) << (shift - 1)
+    up = (dropped > half) | ((dropped == half) & ((rem != 0) | ((mant & 1) == 1)))
+    mant = mant + up.astype(jnp.uint32)  # 2^24 carries into the exponent below
+    # 127 / scale = mant · 2^(shift - 42) · 2^(23 - exponent) = (mant / 2^23) · 2^(shift + 4 - exponent)
+    biased = (132 + wide - exponent).astype(jnp.uint32)
+    out = jnp.minimum((biased << 23) + (mant - jnp.uint32(0x800000)), jnp.uint32(0x7F800000))
+    return lax.bitcast_convert_type(out, jnp.float32)
+
+
 def _multiplier(scale):
-    return jnp.where(scale == 0, 0.0, QUANT_RANGE / jnp.where(scale == 0, 1.0, scale))
+    """``127 / scale`` (IEEE, on every backend; 0 for a zero scale, as the handlers)."""
+    scale = scale.astype(jnp.float32)
+    field = lax.bitcast_convert_type(scale, jnp.uint32) >> 23 & jnp.uint32(0xFF)
+    normal = (field != 0) & (field != 0xFF)
+    # Subnormal (127 / scale overflows: inf), infinite and NaN scales keep the plain division.
+    plain = QUANT_RANGE / jnp.where(scale == 0, 1.0, scale)
+    return jnp.where(scale == 0, 0.0,
+                     jnp.where(normal, _correctly_rounded_127_over(jnp.where(normal, scale, 1.0)), plain))
 
 
 def _quantize(x, multiplier):

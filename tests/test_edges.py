@@ -1,4 +1,5 @@
-"""Edges: the int32 accumulator's width limit, subnormal activations."""
+"""Edges: the int32 accumulator's width limit, subnormal activations, the quantization
+multiplier's rounding."""
 
 import flax.linen as nn  # noqa: F401
 import jax
@@ -101,3 +102,19 @@ def test_subnormal_weight_column_scale():
     wq = jaxint8.quantize_weight(jnp.asarray(w))
     np.testing.assert_array_equal(wq.scale, np.array([5e-40, 1.0, 0.0], np.float32))
     np.testing.assert_array_equal(np.asarray(wq.qweight)[0], 0)
+
+
+@pytest.mark.parametrize("exponent", [-126, -120, -3, 0, 7, 100, 127])
+def test_quantization_multiplier_is_ieee_division(exponent):
+    """127 / scale in the reference (and the XLA route) is the correctly rounded quotient on every
+    backend, as in the kernels: XLA:GPU's own float32 division is not (openxla/xla#37181), and a
+    one-ulp multiplier moves int8 values by a level. Every significand at a few exponents
+    (including quotients that overflow to inf), against numpy's IEEE division."""
+    from jaxint8 import reference
+
+    scale = (np.arange(1 << 23, dtype=np.uint32) | np.uint32((exponent + 127) << 23)).view(np.float32)
+    with np.errstate(over="ignore"):
+        want = np.float32(127.0) / scale
+    for fn in (reference._correctly_rounded_127_over, reference._multiplier):
+        got = np.asarray(jax.jit(fn)(jnp.asarray(scale)))
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32), err_msg=fn.__name__)
