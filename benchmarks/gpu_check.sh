@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One-shot GPU check for the jaxint8 CUDA kernels, run on the GPU machine from the repo root:
-# build (unless a built extension is already in jaxint8/), GPU tests (every kernel path, in one
-# process), compute-sanitizer memcheck + racecheck, layer benchmark, model benchmark; a short
-# table is printed last. Logs and JSON go to $OUT (default /tmp/jaxint8-gpu-check).
+# build (unless a built extension is already in jaxint8/), GPU tests (every kernel path, the XLA
+# route and the numeric edges on the device, in one process), compute-sanitizer memcheck +
+# racecheck, layer benchmark, model benchmark; a short table is printed last. Logs and JSON go
+# to $OUT (default /tmp/jaxint8-gpu-check).
 #
 #   PHASES="build test sanitize bench"   which phases to run (default; "model", "profile" and
 #                                        "real" (MiniLM + export tests) are opt-in)
@@ -54,7 +55,7 @@ $PY -c "import jaxint8, jax; print('jaxint8 from', jaxint8.__file__, 'cuda', jax
 
 if has test; then
   log="$OUT/test-cuda.log"
-  $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_xla_route.py -s ${TEST_K:+-k "$TEST_K"} >"$log" 2>&1
+  $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_xla_route.py tests/test_edges.py -s ${TEST_K:+-k "$TEST_K"} >"$log" 2>&1
   rc=$?
   summary+=("tests (all kernel paths): $(tail -1 "$log")")
   [ $rc -ne 0 ] && { status=1; grep -E "^(FAILED|E )" "$log" | head -20; }
