@@ -38,6 +38,7 @@ __all__ = [
     "quantize_weight_out_in",
     "dequantize_weight",
     "dequantize_acc",
+    "weight_step",
     "column_absmax",
     "outlier_mask",
     "quantize_rows",
@@ -104,6 +105,32 @@ def _correctly_rounded_127_over(scale):
     return lax.bitcast_convert_type(out, jnp.float32)
 
 
+def weight_step(scale):
+    """``scale / 127``, the dequantized weight's step per output column: the IEEE quotient on
+    every backend, as the handlers divide (XLA turns a division by a constant into a product
+    with its reciprocal, one ulp off for about 5 % of scales).
+
+    ``q = s · (1/127)`` is within an ulp; ``r = s − 127 q`` is exact as ``(s − 128 q) + q`` (two
+    Sterbenz subtractions), and there are no ties (an odd multiple of 127 has more than 24
+    significant bits), so comparing ``r`` with half the gap to each neighbour picks the rounded
+    quotient. Magnitudes from 2^126 are scaled by 1/4 first (so that 128 q stays finite); below
+    2^-96 (where ``r`` could be subnormal and flushed) XLA's quotient is kept.
+    """
+    s = scale.astype(jnp.float32)
+    a = jnp.abs(s)
+    exact = a >= 2.0**-96
+    big = a >= 2.0**126
+    a = jnp.where(exact, jnp.where(big, a * 0.25, a), 1.0)
+    q = a * (1.0 / QUANT_RANGE)
+    # 128 q by its exponent bits: XLA folds a product of constant multiplies into one (a · 128/127).
+    q128 = lax.bitcast_convert_type(lax.bitcast_convert_type(q, jnp.int32) + (7 << 23), jnp.float32)
+    r = (a - q128) + q
+    up, down = jnp.nextafter(q, jnp.float32(jnp.inf)), jnp.nextafter(q, jnp.float32(0.0))
+    q = jnp.where(r > 63.5 * (up - q), up, jnp.where(r < -63.5 * (q - down), down, q))
+    q = jnp.where(big, q * 4.0, q)
+    return jnp.where(exact, jnp.copysign(q, s), s / QUANT_RANGE)
+
+
 def _multiplier(scale):
     """``127 / scale`` (IEEE, on every backend; 0 for a zero scale, as the handlers)."""
     scale = scale.astype(jnp.float32)
@@ -146,7 +173,7 @@ def dequantize_acc(acc, row_scale, scale):
 
 def dequantize_weight(qweight, scale, dtype=jnp.float32):
     """``W_deq [out, in] = qweight * scale / 127`` (the layout of ``qweight``)."""
-    return (qweight.astype(jnp.float32) * (scale / QUANT_RANGE)[:, None]).astype(dtype)
+    return (qweight.astype(jnp.float32) * weight_step(scale)[:, None]).astype(dtype)
 
 
 def column_absmax(x):

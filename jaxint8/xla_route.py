@@ -139,7 +139,7 @@ def forward_group(x, weights, *, threshold, out_dtype):
             outlier = part[0] * steps[0][:, None]  # largest digit first, one product per term
             for t in range(1, digits):
                 outlier = outlier + part[t] * steps[t][:, None]
-            outlier = outlier * (scale / reference.QUANT_RANGE)
+            outlier = outlier * reference.weight_step(scale)
             y = y + jnp.where(finite[:, None], outlier, jnp.nan)
         if bias is not None:
             y = y + bias.astype(jnp.float32)

@@ -118,3 +118,15 @@ def test_quantization_multiplier_is_ieee_division(exponent):
     for fn in (reference._correctly_rounded_127_over, reference._multiplier):
         got = np.asarray(jax.jit(fn)(jnp.asarray(scale)))
         np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32), err_msg=fn.__name__)
+
+
+@pytest.mark.parametrize("exponent", [-96, -20, 0, 7, 100, 126, 127])
+def test_weight_step_is_ieee_division(exponent):
+    """scale / 127 (the dequantized weight's step) is the IEEE quotient, as the handlers divide:
+    XLA would multiply by the reciprocal instead. Every significand, both signs."""
+    from jaxint8 import reference
+
+    scale = (np.arange(1 << 23, dtype=np.uint32) | np.uint32((exponent + 127) << 23)).view(np.float32)
+    scale = np.concatenate([scale, -scale])
+    got = np.asarray(jax.jit(reference.weight_step)(jnp.asarray(scale)))
+    np.testing.assert_array_equal(got.view(np.uint32), (scale / np.float32(127.0)).view(np.uint32))
