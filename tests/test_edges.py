@@ -1,5 +1,5 @@
-"""Edges: the int32 accumulator's width limit, subnormal activations, the quantization
-multiplier's rounding."""
+"""Edges: the int32 accumulator's width limit, subnormal activations, the rounding of the
+quantization multiplier (127 / scale) and of the weight step (scale / 127)."""
 
 import flax.linen as nn  # noqa: F401
 import jax
@@ -104,6 +104,11 @@ def test_subnormal_weight_column_scale():
     np.testing.assert_array_equal(np.asarray(wq.qweight)[0], 0)
 
 
+def _every_significand(exponent):
+    """All 2^23 positive float32 values with the given unbiased exponent."""
+    return (np.arange(1 << 23, dtype=np.uint32) | np.uint32((exponent + 127) << 23)).view(np.float32)
+
+
 @pytest.mark.parametrize("exponent", [-126, -120, -3, 0, 7, 100, 127])
 def test_quantization_multiplier_is_ieee_division(exponent):
     """127 / scale in the reference (and the XLA route) is the correctly rounded quotient on every
@@ -112,7 +117,7 @@ def test_quantization_multiplier_is_ieee_division(exponent):
     (including quotients that overflow to inf), against numpy's IEEE division."""
     from jaxint8 import reference
 
-    scale = (np.arange(1 << 23, dtype=np.uint32) | np.uint32((exponent + 127) << 23)).view(np.float32)
+    scale = _every_significand(exponent)
     with np.errstate(over="ignore"):
         want = np.float32(127.0) / scale
     for fn in (reference._correctly_rounded_127_over, reference._multiplier):
@@ -126,7 +131,6 @@ def test_weight_step_is_ieee_division(exponent):
     XLA would multiply by the reciprocal instead. Every significand, both signs."""
     from jaxint8 import reference
 
-    scale = (np.arange(1 << 23, dtype=np.uint32) | np.uint32((exponent + 127) << 23)).view(np.float32)
-    scale = np.concatenate([scale, -scale])
+    scale = np.concatenate([_every_significand(exponent), -_every_significand(exponent)])
     got = np.asarray(jax.jit(reference.weight_step)(jnp.asarray(scale)))
     np.testing.assert_array_equal(got.view(np.uint32), (scale / np.float32(127.0)).view(np.uint32))
