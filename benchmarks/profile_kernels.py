@@ -19,6 +19,14 @@ Usage (GPU machine, extension built)::
     ncu --clock-control none --metrics gpu__time_duration.sum --csv \\
         python benchmarks/profile_kernels.py --kernel-options gemm=tiled > prof-tiled.csv
 
+With more metrics than the time, ``--summarize`` prints one row per launch with every metric,
+e.g. registers and local-memory (spill) traffic of every kernel of a call, 6 outlier columns
+against none (a threshold of 1e9 runs the same kernels with no outlier)::
+
+    ncu --clock-control none -c 40 --csv --metrics gpu__time_duration.sum,\
+launch__registers_per_thread,l1tex__t_bytes_pipe_lsu_mem_local_op_ld.sum \
+        python benchmarks/profile_kernels.py --tokens 512 --thresholds 6,1e9 --repeats 1 > prof.csv
+
 Hardware counters of one kernel (stall reasons, DRAM throughput), e.g. the one-token GEMV::
 
     ncu --clock-control none -k regex:token_gemv -c 2 --section SpeedOfLight \\
@@ -78,24 +86,41 @@ def run(shapes, tokens, op, thresholds, repeats):
                     jax.block_until_ready(f(x, qws))
 
 
-def summarize(path):
-    """Median µs per (kernel, grid) of the jaxint8 / CUTLASS kernels in an ncu CSV."""
-    rows = []
+def _kernel_rows(path):
+    """(launch id, short kernel name, grid, metric, value) of the jaxint8 / CUTLASS kernels in an ncu CSV."""
     with open(path) as f:
         lines = [line for line in f if line.startswith('"')]
     for r in csv.DictReader(lines):
-        if r.get("Metric Name") == "gpu__time_duration.sum":
-            rows.append((r["Kernel Name"], r["Grid Size"], float(r["Metric Value"].replace(",", "")),
-                         r.get("Metric Unit", "")))
-    out = collections.OrderedDict()
-    for name, grid, v, unit in rows:
-        if not any(t in name for t in ("jaxint8", "cutlass", "gather")):
+        name = r.get("Kernel Name", "")
+        if not any(t in name for t in ("jaxint8", "cutlass", "gather", "unnamed>::")):
             continue
-        scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(unit, 1e-3)
-        short = name.split("(")[0].replace("jaxint8::<unnamed>::", "").replace("void ", "")[:48]
-        out.setdefault((short, grid), []).append(v * scale)
-    if not out:
+        value = float(r["Metric Value"].replace(",", "") or "nan")
+        if r.get("Metric Name") == "gpu__time_duration.sum":  # always in us
+            value *= {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3}.get(
+                r.get("Metric Unit", ""), 1e-3)
+        short = name.split("(")[0].replace("jaxint8::<unnamed>::", "").replace("void ", "").replace("unnamed>::", "")[:48]
+        yield r.get("ID", ""), short, r["Grid Size"], r["Metric Name"], value
+
+
+def summarize(path):
+    """Median us per (kernel, grid) of the jaxint8 / CUTLASS kernels in an ncu CSV; when the CSV
+    has further metrics (e.g. registers, local-memory bytes), one row per launch with every metric."""
+    rows = list(_kernel_rows(path))
+    if not rows:
         print(f"{path}: no jaxint8 kernel times (expected ncu --metrics gpu__time_duration.sum --csv output)")
+        return
+    metrics = list(dict.fromkeys(m for *_, m, _ in rows))
+    if metrics != ["gpu__time_duration.sum"]:
+        launches = collections.OrderedDict()
+        for lid, short, grid, metric, v in rows:
+            launches.setdefault((lid, short, grid), {})[metric] = v
+        print("  ".join(["id", "kernel", "grid"] + metrics))
+        for (lid, short, grid), vals in launches.items():
+            print("  ".join([lid, short, grid] + [f"{vals.get(m, float('nan')):.6g}" for m in metrics]))
+        return
+    out = collections.OrderedDict()
+    for _, short, grid, _, v in rows:
+        out.setdefault((short, grid), []).append(v)
     for (short, grid), vs in out.items():
         vs = sorted(vs)
         print(f"{vs[len(vs) // 2]:9.1f} us  n={len(vs):<3} {grid:<14} {short}")

@@ -106,6 +106,37 @@ def test_missing_file_is_one_line(args):
     assert "no such file" in p.stderr
 
 
+NCU_HEADER = ('"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size",'
+              '"Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"')
+
+
+def ncu_row(launch, kernel, metric, unit, value):
+    return (f'"{launch}","1","python3","h","{kernel}","1","7","(256, 1, 1)","(132, 1, 1)","0","9.0",'
+            f'"Command line profiler metrics","{metric}","{unit}","{value}"')
+
+
+def test_profile_summary_one_row_per_launch_with_every_metric(tmp_path):
+    """ncu CSV with several metrics: one row per launch, times in us whatever ncu's unit,
+    kernels of other libraries left out."""
+    rows = [ncu_row(0, "void unnamed>::quantize_rows_kernel<__nv_bfloat16, 1, 256>(const T1 *)",
+                    "gpu__time_duration.sum", "ns", "5,120"),
+            ncu_row(0, "void unnamed>::quantize_rows_kernel<__nv_bfloat16, 1, 256>(const T1 *)",
+                    "launch__registers_per_thread", "register/thread", "40"),
+            ncu_row(1, "void cutlass::device_kernel<jaxint8::X>(T1)", "gpu__time_duration.sum", "usecond", "115.008"),
+            ncu_row(1, "void cutlass::device_kernel<jaxint8::X>(T1)", "launch__registers_per_thread",
+                    "register/thread", "168"),
+            ncu_row(2, "void xla_fusion_kernel(float *)", "gpu__time_duration.sum", "usecond", "9")]
+    csv_path = tmp_path / "prof.csv"
+    csv_path.write_text("==PROF== Connected\n" + "\n".join([NCU_HEADER] + rows) + "\n")
+    p = run(BENCH / "profile_kernels.py", "--summarize", csv_path, timeout=60)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ["id", "kernel", "grid", "gpu__time_duration.sum", "launch__registers_per_thread"]
+    assert lines[1].startswith("0  quantize_rows_kernel<__nv_bfloat16, 1, 256>  (132, 1, 1)  5.12  40")
+    assert lines[2].endswith("115.008  168")
+    assert len(lines) == 3  # the XLA fusion is not ours
+
+
 # ---------------------------------------------------------------------------------------------
 # baseline files
 
