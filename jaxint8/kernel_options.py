@@ -40,7 +40,8 @@ _CHOICES = {
     "decode": ("auto", "token", "dp4a", "mma"),
     "fused_quant": ("auto", "always", "never"),
     "outliers": ("auto", "epilogue", "gemm", "tensor_epilogue"),
-    "sm90_tile": ("auto", "pingpong64x64", "pingpong64x128", "pingpong128x128", "cooperative128x256"),
+    "sm90_tile": ("auto", "pingpong64x64", "pingpong64x128", "pingpong128x128", "cooperative128x256",
+                  "pingpong64x160", "cooperative128x160"),
 }
 # Decided in Python (which ops are traced), not passed to the handlers.
 _ROUTE_CHOICES = ("auto", "kernels", "xla", "by_count")
@@ -79,8 +80,8 @@ class KernelOptions:
         ``mma.sync`` with ``x`` split in three exact terms, within the documented bound instead
         of the CPU's operation order).
       sm90_tile: ``"auto"``, or the Hopper CUTLASS configuration (tile m x n, schedule):
-        ``"pingpong64x64"``, ``"pingpong64x128"``, ``"pingpong128x128"`` or
-        ``"cooperative128x256"``.
+        ``"pingpong64x64"``, ``"pingpong64x128"``, ``"pingpong64x160"``, ``"pingpong128x128"``,
+        ``"cooperative128x256"`` or ``"cooperative128x160"``.
       route: ``"auto"``, ``"kernels"`` (jaxint8's custom calls, chosen among by the fields
         above), ``"xla"`` (:mod:`jaxint8.xla_route`: the matmul in ``jax.numpy`` on XLA's own
         int8 dot, the outlier columns as int8 digit rows of the same dot; on every platform) or

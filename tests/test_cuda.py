@@ -57,6 +57,8 @@ KERNEL_PATHS = {
     "pp64": dict(sm90_tile="pingpong64x128"),
     "pp64n": dict(sm90_tile="pingpong64x64"),
     "coop": dict(sm90_tile="cooperative128x256"),
+    "pp160": dict(sm90_tile="pingpong64x160"),
+    "coop160": dict(sm90_tile="cooperative128x160"),
 }
 
 
@@ -278,7 +280,7 @@ def make_case(seed):
 
 
 @paths("default", "tiled", "skinny", "mma", "dp4a", "fusedq", "outgemm", "outepi", "outtc",
-       "pp128", "pp64", "pp64n", "coop")
+       "pp128", "pp64", "pp64n", "coop", "pp160", "coop160")
 @pytest.mark.parametrize("block", range(8))
 def test_cuda_matches_cpu_random(block, path):
     n_cases = 240 if path == KO() else 120  # the pinned paths on half as many cases
@@ -348,7 +350,7 @@ OUTLIER_COUNTS = (0, 1, 15, 16, 17, 63, 64, 65, 127, 128, 129, 255, 256, 1000, "
 @pytest.mark.parametrize("dtype", [BF16, F16, F32])
 @pytest.mark.parametrize("s,h,o", [(40, 1024, 264), (300, 1024, 136), (5, 1024, 72), (33, 1000, 48),
                                    (1, 1024, 72)])
-@paths("default", "tiled", "outgemm", "tiledgemm", "outepi", "outtc", "pp128", "coop")
+@paths("default", "tiled", "outgemm", "tiledgemm", "outepi", "outtc", "pp128", "coop", "pp160", "coop160")
 def test_cuda_outlier_counts(dtype, s, h, o, path):
     """Exactly k outlier columns for every k of OUTLIER_COUNTS: CUDA == CPU (the prefill GEMMs
     switch from their epilogue to the tensor-core outlier product above 8 columns; h = 1000 is

@@ -49,6 +49,9 @@ def test_codes_follow_the_choices():
     assert {k: int(v) for k, v in o.ffi_attributes().items()} == dict(
         gemm=3, decode=3, fused_quant=2, outliers=3, sm90_tile=4, gemv_ksplit=4, token_loads=6)
     assert all(v.dtype == np.int32 for v in o.ffi_attributes().values())
+    # The 160-column tiles follow the four older configurations (kernel_options.h: 5 and 6).
+    assert [int(jaxint8.KernelOptions(sm90_tile=t).ffi_attributes()["sm90_tile"])
+            for t in ("pingpong64x160", "cooperative128x160")] == [5, 6]
 
 
 def test_block_nests_and_restores():

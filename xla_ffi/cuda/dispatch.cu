@@ -23,11 +23,13 @@
 //                                                      [decode: "mma"]
 //        a grouped call launches all its weights at once
 //   5  sm_90 device with the sm90 library,            CUTLASS wgmma kernel (sm90/gemm_sm90.cu)
-//      n % 8 == 0, aligned (int8_gemm_sm90_supported)  [sm90_tile: any of the four below]
+//      n % 8 == 0, aligned (int8_gemm_sm90_supported)  [sm90_tile: any of the six below]
 //        m <= 512, 2 * tiles(64x128) <= SMs            ping-pong 64x64 (narrow outputs)
-//        m <= 512                                      ping-pong 64x128
-//        m > 512, tiles(128x256) < 2 * SMs             ping-pong 128x128
-//        m > 512                                       cooperative 128x256, cluster 2x1
+//        m <= 512                                      ping-pong 64x128, or 64x160 where its
+//                                                      waves are fuller (wave_efficiency; n = 5120)
+//        m > 512                                       cooperative 128x256, else cooperative
+//                                                      128x160 or ping-pong 128x128, whichever
+//                                                      fills its waves best
 //   6  otherwise (aligned)                            tiled mma.sync kernel (gemm_sm80.cu)
 //  Outlier columns of the rows 5-6 GEMMs (count c, read on the device) [outliers: "epilogue" | "gemm"]
 //   7  c <= 8                                          the GEMM epilogue adds them (CUDA cores, CPU
@@ -77,6 +79,12 @@ constexpr int kDecodeL2Prefetch = 2048;
 // epilogue); above, the 128x256 cooperative kernel (178 vs 258 us at m = 1024) unless it would run
 // fewer than two tiles per SM (1024x5120x20480 with 6 outliers: ping-pong 128x128 218 vs 254 us).
 constexpr int64_t kSm90PingpongMaxM = 512;
+// Tile widths by wave efficiency (wave_efficiency): the wider tile of each schedule (64x128,
+// 128x256) unless another fills the grid by more than this share. H100, 6 outliers, wall-clock
+// per layer: 16384->4096 at 2048 tokens, cooperative 128x256 (256 tiles, 1.94 waves) 303.7 us
+// against ping-pong 128x128 340.6; 20480->5120 at 512 tokens, 64x128 (320 tiles, 2.42 waves)
+// 171.3 us, 64x64 231.1.
+constexpr double kWaveMargin = 0.05;
 // Outlier columns the prefill epilogues add themselves (kOrderedOutliers, launch.h); more take
 // the tensor-core product (its partial costs one write and one read of an m x n f32 array; the
 // epilogue loop costs O(count) per output element).
@@ -140,19 +148,35 @@ bool use_gemv(const Int8GemmParams* ps, int count, const KernelOptions& o) {
 }
 
 #ifdef JAXINT8_WITH_SM90
+// Share of the persistent grid's tile slots that hold output: m * n over (waves * SMs * tile
+// area). Both partial edge tiles and a partly filled last wave lower it.
+double wave_efficiency(const Int8GemmParams& p, int64_t tm, int64_t tn, int num_sms) {
+  const int64_t sms = std::max(num_sms, 1);
+  const int64_t tiles = ((p.m + tm - 1) / tm) * ((p.n + tn - 1) / tn);
+  const int64_t waves = (tiles + sms - 1) / sms;
+  return static_cast<double>(p.m) * static_cast<double>(p.n) / static_cast<double>(waves * sms * tm * tn);
+}
+
 // Row 5: the CUTLASS configuration.
 Sm90Tile choose_sm90_tile(const Int8GemmParams& p, const KernelOptions& o, int num_sms) {
   switch (o.sm90_tile_choice()) {
     case Sm90TileChoice::kPingpong64x64: return Sm90Tile::kPingpong64x64;
     case Sm90TileChoice::kPingpong64x128: return Sm90Tile::kPingpong64x128;
+    case Sm90TileChoice::kPingpong64x160: return Sm90Tile::kPingpong64x160;
     case Sm90TileChoice::kPingpong128x128: return Sm90Tile::kPingpong128x128;
     case Sm90TileChoice::kCooperative128x256: return Sm90Tile::kCooperative128x256;
+    case Sm90TileChoice::kCooperative128x160: return Sm90Tile::kCooperative128x160;
     case Sm90TileChoice::kAuto: break;
   }
-  const int64_t pp_tiles = ((p.m + 63) / 64) * ((p.n + 127) / 128);
-  const int64_t coop_tiles = ((p.m + 127) / 128) * ((p.n + 255) / 256);
-  if (p.m <= kSm90PingpongMaxM) return 2 * pp_tiles <= num_sms ? Sm90Tile::kPingpong64x64 : Sm90Tile::kPingpong64x128;
-  return coop_tiles < 2 * num_sms ? Sm90Tile::kPingpong128x128 : Sm90Tile::kCooperative128x256;
+  auto eff = [&](int64_t tm, int64_t tn) { return wave_efficiency(p, tm, tn, num_sms); };
+  if (p.m <= kSm90PingpongMaxM) {
+    const int64_t pp_tiles = ((p.m + 63) / 64) * ((p.n + 127) / 128);
+    if (2 * pp_tiles <= num_sms) return Sm90Tile::kPingpong64x64;
+    return eff(64, 160) > eff(64, 128) + kWaveMargin ? Sm90Tile::kPingpong64x160 : Sm90Tile::kPingpong64x128;
+  }
+  const double coop256 = eff(128, 256), coop160 = eff(128, 160), pp128 = eff(128, 128);
+  if (coop256 + kWaveMargin >= std::max(coop160, pp128)) return Sm90Tile::kCooperative128x256;
+  return coop160 + kWaveMargin >= pp128 ? Sm90Tile::kCooperative128x160 : Sm90Tile::kPingpong128x128;
 }
 #endif
 

@@ -13,7 +13,7 @@ enum class FusedQuantChoice : int32_t { kAuto = 0, kAlways = 1, kNever = 2 };
 enum class OutliersChoice : int32_t { kAuto = 0, kEpilogue = 1, kGemm = 2, kTensorEpilogue = 3 };
 // Index into Sm90Tile (sm90/gemm_sm90.h) plus one; 0 = automatic.
 enum class Sm90TileChoice : int32_t { kAuto = 0, kPingpong64x64 = 1, kPingpong64x128 = 2, kPingpong128x128 = 3,
-                                      kCooperative128x256 = 4 };
+                                      kCooperative128x256 = 4, kPingpong64x160 = 5, kCooperative128x160 = 6 };
 
 // Field order = the attribute decoding order (handlers_cuda.cu).
 struct KernelOptions {

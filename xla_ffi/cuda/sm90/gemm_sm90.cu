@@ -135,12 +135,12 @@ cudaError_t launch_int8_gemm_sm90(const Int8GemmParams& p, Sm90Tile tile, int nu
   }
   using GemmFn = cudaError_t (*)(const sm90::GemmArgs&, cudaStream_t);
   // Indexed by Sm90Tile.
-  static constexpr GemmFn kBf16[] = {sm90::gemm_pp_bf16, sm90::gemm_pp128_bf16, sm90::gemm_coop_bf16,
-                                     sm90::gemm_pp64n_bf16};
-  static constexpr GemmFn kF16[] = {sm90::gemm_pp_f16, sm90::gemm_pp128_f16, sm90::gemm_coop_f16,
-                                    sm90::gemm_pp64n_f16};
-  static constexpr GemmFn kF32[] = {sm90::gemm_pp_f32, sm90::gemm_pp128_f32, sm90::gemm_coop_f32,
-                                    sm90::gemm_pp64n_f32};
+  static constexpr GemmFn kBf16[] = {sm90::gemm_pp_bf16,     sm90::gemm_pp128_bf16, sm90::gemm_coop_bf16,
+                                     sm90::gemm_pp64n_bf16,  sm90::gemm_pp160_bf16, sm90::gemm_coop160_bf16};
+  static constexpr GemmFn kF16[] = {sm90::gemm_pp_f16,     sm90::gemm_pp128_f16, sm90::gemm_coop_f16,
+                                    sm90::gemm_pp64n_f16,  sm90::gemm_pp160_f16, sm90::gemm_coop160_f16};
+  static constexpr GemmFn kF32[] = {sm90::gemm_pp_f32,     sm90::gemm_pp128_f32, sm90::gemm_coop_f32,
+                                    sm90::gemm_pp64n_f32,  sm90::gemm_pp160_f32, sm90::gemm_coop160_f32};
   const int config = static_cast<int>(tile);
   switch (p.y_type) {
     case FloatType::kBF16: return kBf16[config](a, stream);

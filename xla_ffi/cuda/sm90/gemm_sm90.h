@@ -41,6 +41,8 @@ enum class Sm90Tile {
   kPingpong128x128,
   kCooperative128x256,  // cooperative, cluster 2x1
   kPingpong64x64,
+  kPingpong64x160,      // 160-column tiles: fewer, fuller waves where n is a multiple of 160
+  kCooperative128x160,
 };
 
 // How the epilogue computes the outlier columns it adds itself (Int8GemmParams::outlier_mode, set

@@ -40,6 +40,8 @@ struct GemmArgs {
 //   pp:    64x128x128,  KernelTmaWarpSpecializedPingpong,    cluster 1x1x1 (small m)
 //   pp128: 128x128x128, KernelTmaWarpSpecializedPingpong,    cluster 1x1x1 (large m, few coop tiles)
 //   pp64n: 64x64x128,   KernelTmaWarpSpecializedPingpong,    cluster 1x1x1 (small m, narrow n)
+//   pp160: 64x160x128,  KernelTmaWarpSpecializedPingpong,    cluster 1x1x1 (small m, n fits 160 better)
+//   coop160: 128x160x128, KernelTmaWarpSpecializedCooperative, cluster 2x1x1 (large m, likewise)
 // Output types: bf16 / f16 / f32.
 #define JAXINT8_SM90_DECLARE(name) cudaError_t name(const GemmArgs& a, cudaStream_t stream);
 JAXINT8_SM90_DECLARE(gemm_coop_bf16)
@@ -54,6 +56,12 @@ JAXINT8_SM90_DECLARE(gemm_pp128_f32)
 JAXINT8_SM90_DECLARE(gemm_pp64n_bf16)
 JAXINT8_SM90_DECLARE(gemm_pp64n_f16)
 JAXINT8_SM90_DECLARE(gemm_pp64n_f32)
+JAXINT8_SM90_DECLARE(gemm_pp160_bf16)
+JAXINT8_SM90_DECLARE(gemm_pp160_f16)
+JAXINT8_SM90_DECLARE(gemm_pp160_f32)
+JAXINT8_SM90_DECLARE(gemm_coop160_bf16)
+JAXINT8_SM90_DECLARE(gemm_coop160_f16)
+JAXINT8_SM90_DECLARE(gemm_coop160_f32)
 #undef JAXINT8_SM90_DECLARE
 
 }  // namespace jaxint8::cuda::sm90

@@ -422,6 +422,8 @@ struct CooperativeConfigT {
 
 // m > 512 with at least two waves of tiles.
 using CoopConfig = CooperativeConfigT<128, 256, 2>;
+// m > 512 where 160-column tiles fill the last wave better (n = 5120: 32 tiles across instead of 20).
+using Coop160Config = CooperativeConfigT<128, 160, 2>;
 
 // Ping-pong kernels: one warp group's epilogue runs under the other's mainloop.
 template <int TM, int TN, int CM>
@@ -440,6 +442,9 @@ using PingpongConfig = PingpongConfigT<64, 128, 1>;
 using Pingpong64nConfig = PingpongConfigT<64, 64, 1>;
 // m > 512 with fewer than two waves of cooperative tiles (down projections at ~1024 tokens).
 using Pingpong128Config = PingpongConfigT<128, 128, 1>;
+// m <= 512 where 160-column tiles fill the last wave better (n = 5120 at 512 tokens: 256 tiles,
+// 1.94 waves of 132 SMs, instead of 320 tiles of 64x128, 2.42 waves).
+using Pingpong160Config = PingpongConfigT<64, 160, 1>;
 
 template <class Config, class ElementD, bool kOutliers>
 struct Int8GemmKernel {
