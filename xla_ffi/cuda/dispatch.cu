@@ -26,10 +26,11 @@
 //      n % 8 == 0, aligned (int8_gemm_sm90_supported)  [sm90_tile: any of the six below]
 //        m <= 512, 2 * tiles(64x128) <= SMs            ping-pong 64x64 (narrow outputs)
 //        m <= 512                                      ping-pong 64x128, or 64x160 where its
-//                                                      waves are fuller (wave_efficiency; n = 5120)
-//        m > 512                                       cooperative 128x256, else cooperative
-//                                                      128x160 or ping-pong 128x128, whichever
-//                                                      fills its waves best
+//                                                      fuller waves outweigh its cost per element
+//                                                      (n = 5120: 2 waves instead of 3)
+//        m > 512                                       cooperative 128x256, or whichever of
+//                                                      cooperative 128x160 / ping-pong 128x128
+//                                                      wins by the same measure (~1024 tokens)
 //   6  otherwise (aligned)                            tiled mma.sync kernel (gemm_sm80.cu)
 //  Outlier columns of the rows 5-6 GEMMs (count c, read on the device) [outliers: "epilogue" | "gemm"]
 //   7  c <= 8                                          the GEMM epilogue adds them (CUDA cores, CPU
@@ -76,15 +77,19 @@ constexpr int64_t kFusedQuantMaxElements = int64_t{128} * kFusedQuantMaxRow;
 constexpr int kDecodeL2Prefetch = 2048;
 // sm90: m <= 512 takes the 64-row ping-pong tiles (5120->20480: 109 vs 120 us at m = 512 against
 // the cooperative kernel, 70 vs 92 at m = 256; the other warp group's mainloop hides the outlier
-// epilogue); above, the 128x256 cooperative kernel (178 vs 258 us at m = 1024) unless it would run
-// fewer than two tiles per SM (1024x5120x20480 with 6 outliers: ping-pong 128x128 218 vs 254 us).
+// epilogue); above, the 128x256 cooperative kernel (178 vs 258 us at m = 1024), or a narrower tile
+// where its waves are fuller (the costs below).
 constexpr int64_t kSm90PingpongMaxM = 512;
-// Tile widths by wave efficiency (wave_efficiency): the wider tile of each schedule (64x128,
-// 128x256) unless another fills the grid by more than this share. H100, 6 outliers, wall-clock
-// per layer: 16384->4096 at 2048 tokens, cooperative 128x256 (256 tiles, 1.94 waves) 303.7 us
-// against ping-pong 128x128 340.6; 20480->5120 at 512 tokens, 64x128 (320 tiles, 2.42 waves)
-// 171.3 us, 64x64 231.1.
-constexpr double kWaveMargin = 0.05;
+// The tile choice weighs each configuration's wave efficiency (wave_efficiency) by its time per
+// output element relative to the widest tile of its schedule, fitted on the H100 with 6 outliers
+// (wall-clock per layer): 20480->5120 at 512 tokens, 64x160 158.6 us in 2 waves against 64x128
+// 169.5 in 3; at 1024 tokens, cooperative 128x160 273.3 (2 waves), ping-pong 128x128 281.6 (3),
+// cooperative 128x256 307.4 (2, 61 % filled); at 2048 tokens cooperative 128x256 469.4 (3 waves,
+// 81 % filled) against 128x160 515.8 (4 waves, 97 %). The narrower tiles re-read more operand
+// bytes per product.
+constexpr double kCostPingpong64x160 = 1.12;      // vs ping-pong 64x128
+constexpr double kCostPingpong128x128 = 1.22;     // vs cooperative 128x256
+constexpr double kCostCooperative128x160 = 1.38;  // vs cooperative 128x256
 // Outlier columns the prefill epilogues add themselves (kOrderedOutliers, launch.h); more take
 // the tensor-core product (its partial costs one write and one read of an m x n f32 array; the
 // epilogue loop costs O(count) per output element).
@@ -172,11 +177,12 @@ Sm90Tile choose_sm90_tile(const Int8GemmParams& p, const KernelOptions& o, int n
   if (p.m <= kSm90PingpongMaxM) {
     const int64_t pp_tiles = ((p.m + 63) / 64) * ((p.n + 127) / 128);
     if (2 * pp_tiles <= num_sms) return Sm90Tile::kPingpong64x64;
-    return eff(64, 160) > eff(64, 128) + kWaveMargin ? Sm90Tile::kPingpong64x160 : Sm90Tile::kPingpong64x128;
+    return eff(64, 160) / kCostPingpong64x160 > eff(64, 128) ? Sm90Tile::kPingpong64x160 : Sm90Tile::kPingpong64x128;
   }
-  const double coop256 = eff(128, 256), coop160 = eff(128, 160), pp128 = eff(128, 128);
-  if (coop256 + kWaveMargin >= std::max(coop160, pp128)) return Sm90Tile::kCooperative128x256;
-  return coop160 + kWaveMargin >= pp128 ? Sm90Tile::kCooperative128x160 : Sm90Tile::kPingpong128x128;
+  const double coop256 = eff(128, 256), pp128 = eff(128, 128) / kCostPingpong128x128,
+               coop160 = eff(128, 160) / kCostCooperative128x160;
+  if (coop256 >= std::max(pp128, coop160)) return Sm90Tile::kCooperative128x256;
+  return coop160 > pp128 ? Sm90Tile::kCooperative128x160 : Sm90Tile::kPingpong128x128;
 }
 #endif
 
