@@ -420,7 +420,7 @@ struct CooperativeConfigT {
   using Scheduler = SchedulerTag;
 };
 
-// m > 512 with at least two waves of tiles.
+// m > 512 (the choice among the m > 512 configurations: choose_sm90_tile in dispatch.cu).
 using CoopConfig = CooperativeConfigT<128, 256, 2>;
 // m > 512 where 160-column tiles fill the last wave better (n = 5120: 32 tiles across instead of 20).
 using Coop160Config = CooperativeConfigT<128, 160, 2>;
@@ -440,7 +440,7 @@ using PingpongConfig = PingpongConfigT<64, 128, 1>;
 // m <= 512 with narrow outputs: twice as many tiles, so that they fill the SMs (16384->4096 at
 // 128 tokens: 64 tiles of 64x128 for 132 SMs).
 using Pingpong64nConfig = PingpongConfigT<64, 64, 1>;
-// m > 512 with fewer than two waves of cooperative tiles (down projections at ~1024 tokens).
+// m > 512 where 128x256 tiles would leave much of their last wave empty.
 using Pingpong128Config = PingpongConfigT<128, 128, 1>;
 // m <= 512 where 160-column tiles fill the last wave better (n = 5120 at 512 tokens: 256 tiles,
 // 1.94 waves of 132 SMs, instead of 320 tiles of 64x128, 2.42 waves).
