@@ -37,7 +37,9 @@
 //                                                      order; ["tensor_epilogue"]: sm90 on the
 //                                                      tensor cores)
 //      c > 8                                           tensor-core outlier product before the GEMM
-//                                                      (outlier_product.cu), the epilogue adds it
+//                                                      (outlier_product.cu), the epilogue adds it;
+//                                                      at c <= 8 the same launch stages the sm90
+//                                                      epilogue's operands
 //   (decode GEMMs, row 4: their epilogue, any count; the one-token GEMV of row 1: c <= 8 its
 //    epilogue, c > 8 summed from its weight stream; both follow the option too)
 //
@@ -261,11 +263,20 @@ Status launch_gemms(const MatmulCall& call, const KernelOptions& o, const Device
       Int8GemmParams p = batch_params(call.ps[i], b);
       const bool first = i == 0 && b == 0;
       p.outliers_staged = staged && first;
-      if (choose_gemm(p, o, dev) != GemmPath::kDecode) {
+      const GemmPath path = choose_gemm(p, o, dev);
+      if (path != GemmPath::kDecode) {
         const OutlierProductBuffers product = attach_workspace(p, call, o);
         if (product.partial != nullptr) {
-          const cudaError_t err = launch_outlier_product(p, product, p.partial_min_count, dev.num_sms, stream);
+          // The product's launch stages the sm90 epilogue's operands when it has no product to
+          // compute (one launch besides the GEMM instead of two).
+          OutlierStaging staging;
+#ifdef JAXINT8_WITH_SM90
+          if (path == GemmPath::kSm90 && !p.outliers_staged) staging = int8_gemm_sm90_outlier_staging(p);
+#endif
+          const cudaError_t err =
+              launch_outlier_product(p, product, p.partial_min_count, staging, dev.num_sms, stream);
           if (err != cudaSuccess) return {err, "outlier product"};
+          p.outliers_staged = p.outliers_staged || staging.ld > 0;
         }
       }
       const cudaError_t err = launch_gemm(p, o, dev, stream, pdl && first);

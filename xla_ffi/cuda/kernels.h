@@ -33,7 +33,8 @@ struct Int8GemmParams {
   size_t workspace_bytes = 0;
   int l2_prefetch_bytes = 0;          // skinny kernel under early launch: L2 warm-up per weight row
   bool outliers_staged = false;       // sm90: the compact outlier operands are already in the
-                                      // workspace (staged by the fused quantization kernel)
+                                      // workspace (staged by the fused quantization kernel or
+                                      // the outlier product's launch)
   // Prefill GEMMs (tiled, sm90): when *outlier_count > partial_min_count, the outlier term is
   // outlier_partial[i, j] * (scale[j] / 127), with outlier_partial [m, n] = sum_t x * qweight
   // computed before by launch_outlier_product; otherwise (or when null) the epilogue computes it.

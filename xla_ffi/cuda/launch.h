@@ -88,11 +88,12 @@ cudaError_t launch_token_gemv(const Int8GemmParams* ps, int count, const TokenOu
 // The outlier product of a prefill GEMM on tensor cores (outlier_product.cu): with
 // c = *p.outlier_count, when c > min_count,
 //   partial[i, j] = sum_{t < c} x[i, idx[t]] * qweight[j, idx[t]]   (f32, exact products)
-// for the GEMM epilogue to add (Int8GemmParams::outlier_partial); nothing when c <= min_count
-// (both launches read c on the device and return at once). Sums in a tensor-core order: within
-// ~c * 2^-24 of sum_t |x * q| of the CPU handler's. The workspace holds the partial [m, n], the
-// gathered x[:, idx] (16-bit, three terms for f32 x) and the gathered qweight[:, idx] (int8); its
-// size depends only on the shapes.
+// for the GEMM epilogue to add (Int8GemmParams::outlier_partial). When c <= min_count there is no
+// product: the launch stages `staging` instead (the sm90 epilogue's compact operands, as the sm90
+// gather kernel would; nothing when staging.ld == 0). One cooperative launch that reads c on the
+// device. Sums in a tensor-core order: within ~c * 2^-24 of sum_t |x * q| of the CPU handler's.
+// The workspace holds the partial [m, n], the gathered x[:, idx] (16-bit, three terms for f32 x)
+// and the gathered qweight[:, idx] (int8); its size depends only on the shapes.
 struct OutlierProductBuffers {
   float* partial = nullptr;
   uint16_t* xo = nullptr;
@@ -101,7 +102,7 @@ struct OutlierProductBuffers {
 size_t outlier_product_workspace_bytes(int64_t m, int64_t n, int64_t k, FloatType x_type);
 OutlierProductBuffers outlier_product_buffers(void* workspace, int64_t m, int64_t n, int64_t k, FloatType x_type);
 cudaError_t launch_outlier_product(const Int8GemmParams& p, const OutlierProductBuffers& b, int min_count,
-                                   int num_sms, cudaStream_t stream);
+                                   const OutlierStaging& staging, int num_sms, cudaStream_t stream);
 
 // Tiled mma.sync GEMM (sm_80+; 128x128x64 tiles, 4-stage cp.async pipeline) with the fused
 // dequant + outlier + bias + cast epilogue. Needs int8_gemm_tiled_supported(p).

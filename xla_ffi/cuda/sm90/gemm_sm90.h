@@ -2,14 +2,16 @@
 //
 //   y = cast( acc * (row_scale * scale / 16129) + sum_t x[:, idx[t]] * W_deq[idx[t], :] + bias )
 //
-// One launch of a small gather kernel (compact outlier operands into the workspace; it reads the
-// outlier count on the device and exits at once when it is 0) followed by one persistent CUTLASS
-// kernel whose epilogue adds the outlier rank-k term, the bias and the cast. No extra pass over y.
+// Compact outlier operands in the workspace (written by a small gather kernel unless the caller
+// staged them: the fused quantization kernel or the outlier product's launch), then one
+// persistent CUTLASS kernel whose epilogue adds the outlier rank-k term, the bias and the cast.
+// No extra pass over y.
 // The first 8 outlier columns of each output tile are staged in shared memory and multiplied either
 // on CUDA cores in the CPU handler's exact order (mode 0, default) or on the tensor cores (mode 1:
 // mma.sync TF32, x split in three TF32 terms, integer weights exact); further columns up to
 // kInt8GemmSm90OutlierCap on CUDA cores from the workspace, beyond that straight from x / qweight.
-// Every count 0..k is handled; large counts are slow (an O(count) loop per output element).
+// Every count 0..k is handled; with Int8GemmParams::outlier_partial the counts above
+// partial_min_count come from the tensor-core outlier product instead of the O(count) loop.
 //
 // Only compiled into the sm_90a library (JAXINT8_WITH_SM90); call only on compute capability 9.0.
 #pragma once
@@ -52,8 +54,8 @@ enum class Sm90Tile {
 // See gemm_sm90_impl.cuh.
 
 // Where launch_int8_gemm_sm90(p) stages p's outlier operands (in p.workspace; ld = 0: it does not
-// stage them). A caller that writes them there itself (the fused prefill quantization kernel)
-// sets p.outliers_staged, and the launcher skips its gather kernel.
+// stage them). A caller that writes them there itself (the fused prefill quantization kernel,
+// the outlier product's launch) sets p.outliers_staged, and the launcher skips its gather kernel.
 OutlierStaging int8_gemm_sm90_outlier_staging(const Int8GemmParams& p);
 
 // Enqueues the gather (unless p.outliers_staged) and the GEMM with configuration `tile` on
