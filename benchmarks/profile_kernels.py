@@ -1,7 +1,8 @@
 """Per-kernel GPU times of the jaxint8 ops under Nsight Compute (ncu); no timing of its own.
 
 What it does: runs the LLM.int8() ops (threshold 6 with 6 planted outlier columns, and
-threshold 0) at 5120->20480 (or ``--shapes``) and several token counts, ``--repeats`` times each,
+threshold 0; ``--planted`` sets the column counts) at 5120->20480 (or ``--shapes``) and several
+token counts, ``--repeats`` times each,
 so that ``ncu`` can time every kernel launch; ``--summarize`` turns ncu's CSV into the median
 time per (kernel, grid). ``--op`` picks the call: ``fused`` (``llm_int8_matmul``, one custom
 call; at one token the one-token GEMV), ``chain`` (``quantize_activations`` then
@@ -65,7 +66,7 @@ def op_fn(op: str, thr: float):
     return lambda x, qws: jaxint8.llm_int8_matmul_group(x, qws, threshold=thr)
 
 
-def run(shapes, tokens, op, thresholds, repeats):
+def run(shapes, tokens, op, thresholds, repeats, planted):
     import jax
     import jax.numpy as jnp
 
@@ -76,14 +77,16 @@ def run(shapes, tokens, op, thresholds, repeats):
         parts = 3 if op == "group3" else 1
         qws = tuple(jaxint8.quantize_weight(p) for p in jnp.split(w, parts, axis=1))
         for s in tokens:
-            x = jax.random.normal(jax.random.key(s), (s, h), jnp.float32)
-            x = x.at[:, (jnp.arange(6) * 97) % h].multiply(30.0).astype(jnp.bfloat16)
-            for thr in thresholds:
-                f = jax.jit(op_fn(op, thr))
-                jax.block_until_ready(f(x, qws))
-                print(f"CASE h={h} o={o} s={s} thr={thr} op={op}", file=sys.stderr, flush=True)
-                for _ in range(repeats):
+            for k in planted:
+                # N(0, 1) clipped below the threshold, k columns scaled by 30 (the outliers).
+                x = jnp.clip(jax.random.normal(jax.random.key(s), (s, h), jnp.float32), -5.5, 5.5)
+                x = x.at[:, (jnp.arange(k) * 97) % h].multiply(30.0).astype(jnp.bfloat16)
+                for thr in thresholds:
+                    f = jax.jit(op_fn(op, thr))
                     jax.block_until_ready(f(x, qws))
+                    print(f"CASE h={h} o={o} s={s} planted={k} thr={thr} op={op}", file=sys.stderr, flush=True)
+                    for _ in range(repeats):
+                        jax.block_until_ready(f(x, qws))
 
 
 def _kernel_rows(path):
@@ -137,6 +140,17 @@ def float_list(text):
     return values
 
 
+def count_list(text):
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid count list value: {text!r} (comma-separated integers >= 0, e.g. 0,6)")
+    return values
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--summarize", metavar="CSV", help="print the median time per kernel of an ncu CSV")
@@ -146,6 +160,9 @@ def main(argv=None):
                     help="default 5120x20480")
     ap.add_argument("--op", choices=("fused", "chain", "group3"), default="fused")
     ap.add_argument("--thresholds", type=float_list, default=[6.0, 0.0], metavar="T,...", help="default 6,0")
+    ap.add_argument("--planted", type=count_list, default=[6], metavar="K,...",
+                    help="planted outlier columns per case (default 6); 0,6 at one threshold compares the "
+                         "same kernels with and without outliers on activations of the same magnitude")
     ap.add_argument("--repeats", type=layer.positive_int, default=3)
     ap.add_argument("--kernel-options", type=layer.kernel_options_arg, default={}, metavar="FIELD=VALUE,...",
                     help="jaxint8.KernelOptions, e.g. gemm=tiled (default automatic)")
@@ -161,7 +178,7 @@ def main(argv=None):
     import jaxint8
 
     with jaxint8.kernel_options(options):
-        run(args.shapes, args.tokens, args.op, args.thresholds, args.repeats)
+        run(args.shapes, args.tokens, args.op, args.thresholds, args.repeats, args.planted)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ BAD_ARGS = [
     ("multihost", ["--num-processes", "2"], "without --launch N, give --coordinator, --process-id"),
     ("timeline", ["--shapes", "5120"], "argument --shapes: invalid shape list value: '5120'"),
     ("profile_kernels", ["--thresholds", "six"], "argument --thresholds: invalid float list value: 'six'"),
+    ("profile_kernels", ["--planted", "-1"], "argument --planted: invalid count list value: '-1'"),
     ("sanitize_cases", ["--bogus"], "unrecognized arguments: --bogus"),
     ("baseline_table", ["--record", "out.json"], "--record needs --gpu and --commit"),
 ]
@@ -135,6 +136,15 @@ def test_profile_summary_one_row_per_launch_with_every_metric(tmp_path):
     assert lines[1].startswith("0  quantize_rows_kernel<__nv_bfloat16, 1, 256>  (132, 1, 1)  5.12  40")
     assert lines[2].endswith("115.008  168")
     assert len(lines) == 3  # the XLA fusion is not ours
+
+
+def test_profile_cases_plant_each_outlier_count():
+    """--planted 0,3: one case per planted column count at the same threshold (CPU handlers)."""
+    p = run(BENCH / "profile_kernels.py", "--shapes", "64x96", "--tokens", "4", "--thresholds", "6",
+            "--planted", "0,3", "--repeats", "1", timeout=120)
+    assert p.returncode == 0, p.stderr
+    cases = [line for line in p.stderr.splitlines() if line.startswith("CASE")]
+    assert cases == ["CASE h=64 o=96 s=4 planted=0 thr=6.0 op=fused", "CASE h=64 o=96 s=4 planted=3 thr=6.0 op=fused"]
 
 
 # ---------------------------------------------------------------------------------------------
