@@ -18,7 +18,9 @@ bf16 + 13 GB int8 on the device). ``--trace`` adds, from the device timeline
 (int8 GEMM, int8 quantization, outlier product, XLA GEMMs, softmax/reductions, other XLA
 fusions) and the top kernels.
 ``--kernel-options`` pins jaxint8's CUDA kernels (``jaxint8.KernelOptions`` fields, recorded in
-the JSON).
+the JSON). ``--xla-dot-merger off`` turns off XLA's dot-merger pass, which on GPUs joins the bf16
+model's q/k/v products into one GEMM by concatenating their weights at every prefill call (a
+copy the int8 model's grouped call does not make); the flags are recorded in the JSON.
 
 Output: a JSON file, a PNG (needs matplotlib: ``pip install ".[bench]"``) and a table on stdout.
 
@@ -508,8 +510,16 @@ def main(argv=None):
     p.add_argument("--outlier-dims", type=int, default=6, help="planted systematic outlier dims (0: none)")
     p.add_argument("--kernel-options", type=layer.kernel_options_arg, default={}, metavar="FIELD=VALUE,...",
                    help="jaxint8.KernelOptions for the int8 model, e.g. decode=mma (default automatic)")
+    p.add_argument("--xla-dot-merger", choices=("on", "off"), default="on",
+                   help="XLA's dot-merger pass (default on, what a user's program gets): it joins the bf16 "
+                        "model's q/k/v products by concatenating their weights at every prefill call; off: "
+                        "separate products, as the int8 model's grouped call")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/out/model-<device>.json)")
     args = p.parse_args(argv)
+    if args.xla_dot_merger == "off":
+        if "jax" in sys.modules:
+            p.error("--xla-dot-merger off must be set before jax is imported (run the script, not main())")
+        layer.setup_xla_flags()
     if args.depths and len(args.depths) > 2:
         p.error(f"--depths takes one or two depths (the per-layer cost comes from two), got {args.depths}")
     if min(args.prompt_len) < 0:

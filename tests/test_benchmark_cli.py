@@ -49,6 +49,7 @@ def test_help_exits_0_without_importing_jax(script):
 BAD_ARGS = [
     ("layer", ["--tokens", "abc"], "argument --tokens: invalid int list value: 'abc'"),
     ("model", ["--configs", "70b"], "argument --configs: invalid choice: '70b'"),
+    ("model", ["--xla-dot-merger", "maybe"], "argument --xla-dot-merger: invalid choice: 'maybe'"),
     ("sharded", ["--tp", "0"], "argument --tp: invalid positive int value: '0'"),
     ("multihost", ["--num-processes", "2"], "without --launch N, give --coordinator, --process-id"),
     ("timeline", ["--shapes", "5120"], "argument --shapes: invalid shape list value: '5120'"),
