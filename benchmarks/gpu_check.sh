@@ -16,7 +16,9 @@
 #   TIMELINE_ARGS="--tokens 1,128"       arguments for benchmarks/timeline.py (phase "timeline":
 #                                        kernel time vs wall time per call, with XLA's command
 #                                        buffers on (default) and off)
-#   Carried .whl/nvidia_cutlass*.whl is installed first when CUTLASS is missing.
+#   Carried .whl/nvidia_cutlass*.whl is installed first when CUTLASS is missing; a carried
+#   .whl/bitsandbytes-stripped.tar.xz (benchmarks/pack_bitsandbytes.sh) is unpacked onto
+#   PYTHONPATH, so that layer.py's bnb method runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/jaxint8-gpu-check}
@@ -49,6 +51,10 @@ fi
 # The checkout itself is the package: the extension built above (or a carried one) sits in
 # jaxint8/, so everything below imports ./jaxint8.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [ -f .whl/bitsandbytes-stripped.tar.xz ]; then
+  mkdir -p /tmp/jaxint8-site && tar -C /tmp/jaxint8-site -xJf .whl/bitsandbytes-stripped.tar.xz \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/jaxint8-site"
+fi
 # The wheel maps models/ to jaxint8.models; the checkout gets the same through a link (ignored by git).
 [ -e jaxint8/models ] || ln -s ../models jaxint8/models
 $PY -c "import jaxint8, jax; print('jaxint8 from', jaxint8.__file__, 'cuda', jaxint8.BUILT_WITH_CUDA, jax.devices())" 2>&1 | tail -1

@@ -28,7 +28,8 @@ tokens, for these methods:
                    threshold=6.0)``) through PyTorch, eager, on the same x and W converted to
                    float16 (bitsandbytes' native dtype), in the same process. Only with
                    ``--layers``, and only where ``import torch, bitsandbytes`` works and torch
-                   sees a GPU; otherwise it is skipped with one printed line.
+                   sees a GPU; otherwise it is skipped with one printed line. For a GPU machine
+                   without network, ``benchmarks/pack_bitsandbytes.sh`` packs it (3.5 MB).
 
 The activations: x ~ N(0, 1) clipped to |x| <= 5.5, plus k planted outlier columns (every
 entry of those columns has |x| uniform in 20-60, random sign), so exactly k columns reach the
