@@ -129,26 +129,23 @@ def summarize(path):
         print(f"{vs[len(vs) // 2]:9.1f} us  n={len(vs):<3} {grid:<14} {short}")
 
 
-def float_list(text):
+def _nonnegative_list(text, convert, kind, example):
+    """'a,b,...' -> [convert(a), convert(b), ...], every value >= 0, else an argparse error."""
     try:
-        values = [float(v) for v in text.split(",")]
+        values = [convert(v) for v in text.split(",")]
     except ValueError:
         values = []
     if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(
-            f"invalid float list value: {text!r} (comma-separated thresholds >= 0, e.g. 6,0)")
+        raise argparse.ArgumentTypeError(f"invalid {kind} list value: {text!r} ({example})")
     return values
+
+
+def float_list(text):
+    return _nonnegative_list(text, float, "float", "comma-separated thresholds >= 0, e.g. 6,0")
 
 
 def count_list(text):
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(
-            f"invalid count list value: {text!r} (comma-separated integers >= 0, e.g. 0,6)")
-    return values
+    return _nonnegative_list(text, int, "count", "comma-separated integers >= 0, e.g. 0,6")
 
 
 def main(argv=None):
